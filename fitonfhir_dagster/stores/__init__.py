@@ -1,0 +1,1 @@
+"""Where state lives: users table, token vault, raw archive. Local defaults, Azure when configured."""

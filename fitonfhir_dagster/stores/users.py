@@ -1,0 +1,212 @@
+"""The users table: one row per onboarded Google account, keyed by an opaque partition key."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from .keys import check_user_key, new_user_key
+
+
+class UserState(StrEnum):
+    ACTIVE = "active"  # importable
+    UNAUTHORIZED = "unauthorized"  # Google refused the refresh token (invalid_grant)
+    REVOKED = "revoked"  # the patient revoked consent
+
+
+@dataclass(frozen=True)
+class User:
+    key: str
+    google_sub: str
+    google_issuer: str
+    patient_id: str
+    state: UserState
+    external_system: str = ""
+    external_id: str = ""
+    scopes: str = ""
+    state_reason: str = ""
+    created_at: str = ""
+    state_changed_at: str = ""
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class UsersTable(Protocol):
+    def upsert_onboarded(
+        self,
+        *,
+        google_sub: str,
+        google_issuer: str,
+        patient_id: str,
+        external_system: str = "",
+        external_id: str = "",
+        scopes: str = "",
+    ) -> User:
+        """Insert a new user (fresh key) or re-activate the row of this Google account."""
+        ...
+
+    def get(self, key: str) -> User | None: ...
+
+    def find_by_google_sub(self, google_sub: str) -> User | None: ...
+
+    def find_by_patient(self, patient_id: str) -> User | None: ...
+
+    def list(self, states: Iterable[UserState] | None = None) -> list[User]: ...
+
+    def set_state(self, key: str, state: UserState, reason: str = "") -> User: ...
+
+
+_COLUMNS = (
+    "key",
+    "google_sub",
+    "google_issuer",
+    "patient_id",
+    "state",
+    "external_system",
+    "external_id",
+    "scopes",
+    "state_reason",
+    "created_at",
+    "state_changed_at",
+)
+
+
+class SqliteUsersTable:
+    """SQLite users table under FITONFHIR_HOME; every query is parameterised."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with self._connect() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS users ("
+                " key TEXT PRIMARY KEY, google_sub TEXT NOT NULL UNIQUE, google_issuer TEXT NOT NULL,"
+                " patient_id TEXT NOT NULL, state TEXT NOT NULL, external_system TEXT NOT NULL DEFAULT '',"
+                " external_id TEXT NOT NULL DEFAULT '', scopes TEXT NOT NULL DEFAULT '',"
+                " state_reason TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL,"
+                " state_changed_at TEXT NOT NULL)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS users_patient ON users(patient_id)")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    @staticmethod
+    def _row(row: tuple | None) -> User | None:
+        if row is None:
+            return None
+        values = dict(zip(_COLUMNS, row, strict=True))
+        values["state"] = UserState(values["state"])
+        return User(**values)
+
+    def _one(self, where: str, arg: str) -> User | None:
+        with self._connect() as db:
+            cur = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM users WHERE {where} = ?", (arg,))  # noqa: S608 (where is a fixed column name)
+            return self._row(cur.fetchone())
+
+    def get(self, key: str) -> User | None:
+        return self._one("key", key)
+
+    def find_by_google_sub(self, google_sub: str) -> User | None:
+        return self._one("google_sub", google_sub)
+
+    def find_by_patient(self, patient_id: str) -> User | None:
+        return self._one("patient_id", patient_id)
+
+    def list(self, states: Iterable[UserState] | None = None) -> list[User]:
+        with self._connect() as db:
+            rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM users ORDER BY created_at, key").fetchall()  # noqa: S608
+        users = [u for u in (self._row(r) for r in rows) if u is not None]
+        if states is not None:
+            wanted = set(states)
+            users = [u for u in users if u.state in wanted]
+        return users
+
+    def upsert_onboarded(
+        self,
+        *,
+        google_sub: str,
+        google_issuer: str,
+        patient_id: str,
+        external_system: str = "",
+        external_id: str = "",
+        scopes: str = "",
+    ) -> User:
+        if not google_sub or not patient_id:
+            raise ValueError("google_sub and patient_id are required to onboard a user")
+        now = utc_now_iso()
+        with self._lock, self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            cur = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM users WHERE google_sub = ?", (google_sub,))  # noqa: S608
+            existing = self._row(cur.fetchone())
+            if existing is None:
+                user = User(
+                    key=new_user_key(),
+                    google_sub=google_sub,
+                    google_issuer=google_issuer,
+                    patient_id=patient_id,
+                    state=UserState.ACTIVE,
+                    external_system=external_system,
+                    external_id=external_id,
+                    scopes=scopes,
+                    created_at=now,
+                    state_changed_at=now,
+                )
+                db.execute(
+                    f"INSERT INTO users ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                    tuple(getattr(user, c) if c != "state" else user.state.value for c in _COLUMNS),
+                )
+            else:
+                user = replace(
+                    existing,
+                    google_issuer=google_issuer,
+                    patient_id=patient_id,
+                    state=UserState.ACTIVE,
+                    external_system=external_system or existing.external_system,
+                    external_id=external_id or existing.external_id,
+                    scopes=scopes or existing.scopes,
+                    state_reason="",
+                    state_changed_at=now,
+                )
+                db.execute(
+                    "UPDATE users SET google_issuer = ?, patient_id = ?, state = ?, external_system = ?,"
+                    " external_id = ?, scopes = ?, state_reason = ?, state_changed_at = ? WHERE key = ?",
+                    (
+                        user.google_issuer,
+                        user.patient_id,
+                        user.state.value,
+                        user.external_system,
+                        user.external_id,
+                        user.scopes,
+                        user.state_reason,
+                        user.state_changed_at,
+                        user.key,
+                    ),
+                )
+            db.execute("COMMIT")
+        return user
+
+    def set_state(self, key: str, state: UserState, reason: str = "") -> User:
+        check_user_key(key)
+        now = utc_now_iso()
+        with self._lock, self._connect() as db:
+            cur = db.execute(
+                "UPDATE users SET state = ?, state_reason = ?, state_changed_at = ? WHERE key = ?",
+                (UserState(state).value, reason, now, key),
+            )
+            if cur.rowcount != 1:
+                raise KeyError(f"no user with key {key!r}")
+        user = self.get(key)
+        assert user is not None
+        return user
