@@ -10,7 +10,7 @@ _SUBCOMMANDS = {
     "sandbox": ("fitonfhir_dagster.sandbox.commands", "sandbox"),
     "users": ("fitonfhir_dagster.commands", "users"),
     "demo": ("fitonfhir_dagster.commands", "demo"),
-    "templates": ("fitonfhir_dagster.medtech.commands", "templates"),
+    "templates": ("fitonfhir_dagster.medtech.template_commands", "templates"),
     "medtech": ("fitonfhir_dagster.medtech.commands", "medtech"),
     "onboarding": ("onboarding_app.commands", "onboarding"),
 }

@@ -1,0 +1,63 @@
+"""Dagster metadata built from the pipeline's plain summaries."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from ..pipeline.datasets import DatasetsSummary
+from ..pipeline.messages import MessagesSummary
+
+
+def points_table(values_by_type: dict[str, list[float]]) -> dg.TableMetadataValue:
+    """Count/min/max/mean of the first value of every point, per data type."""
+    rows = [(t, v) for t, vs in values_by_type.items() for v in vs]
+    frame = pd.DataFrame(rows, columns=["data_type", "value"])
+    stats = frame.groupby("data_type")["value"].agg(["count", "min", "max", "mean"]).reset_index()
+    records = [
+        dg.TableRecord(
+            {
+                "data_type": str(r.data_type),
+                "count": int(r.count),
+                "min": round(float(r.min), 3),
+                "max": round(float(r.max), 3),
+                "mean": round(float(r.mean), 3),
+            }
+        )
+        for r in stats.itertuples(index=False)
+    ]
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn("data_type", "string"),
+            dg.TableColumn("count", "int"),
+            dg.TableColumn("min", "float"),
+            dg.TableColumn("max", "float"),
+            dg.TableColumn("mean", "float"),
+        ]
+    )
+    return dg.MetadataValue.table(records, schema)
+
+
+def datasets_metadata(s: DatasetsSummary) -> dict[str, dg.MetadataValue]:
+    meta: dict[str, dg.MetadataValue] = {
+        "points": dg.MetadataValue.int(s.points),
+        "streams": dg.MetadataValue.int(s.streams),
+        "pages": dg.MetadataValue.int(s.pages),
+        "api_calls": dg.MetadataValue.int(s.api_calls),
+        "bytes": dg.MetadataValue.int(s.bytes),
+        "bad_points": dg.MetadataValue.int(s.bad_points),
+        "points_by_type": points_table(s.values_by_type),
+    }
+    if s.skipped:
+        meta["skipped"] = dg.MetadataValue.text(s.skipped)
+    return meta
+
+
+def messages_metadata(s: MessagesSummary) -> dict[str, dg.MetadataValue]:
+    return {
+        "messages": dg.MetadataValue.int(s.messages),
+        "points": dg.MetadataValue.int(s.points),
+        "bytes": dg.MetadataValue.int(s.bytes),
+        "batches": dg.MetadataValue.int(s.batches),
+        "published_to_event_hub": dg.MetadataValue.bool(s.published),
+    }

@@ -1,0 +1,39 @@
+"""The code location: assets, checks, the import job, automation and the one resource."""
+
+from __future__ import annotations
+
+import warnings
+
+import dagster as dg
+
+from .assets import imports
+from .automation import build_automation
+from .config import Settings
+from .resources import FitOnFhirResource
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+_settings = Settings.from_env()
+
+IMPORT_ASSETS = [imports.fit_datasets, imports.device_messages]
+
+user_day_import_job = dg.define_asset_job(
+    "user_day_import",
+    selection=dg.AssetSelection.assets(*IMPORT_ASSETS),
+    executor_def=dg.in_process_executor,
+    description="Fetch, archive and convert Google Fit data for a range of (day, user) keys.",
+)
+
+users_sensor, daily_import_schedule = build_automation(
+    user_day_import_job, _settings.start_date, _settings.initial_days, _settings.daily_batch_size
+)
+
+defs = dg.Definitions(
+    assets=IMPORT_ASSETS,
+    jobs=[user_day_import_job],
+    sensors=[users_sensor],
+    schedules=[daily_import_schedule],
+    resources={"fitonfhir": FitOnFhirResource()},
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,28 @@
+"""Partitions: one key per (UTC day, user). The user key is opaque (``u-...``), never PII."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from .config import Settings
+
+USERS = "users"
+
+user_partitions = dg.DynamicPartitionsDefinition(name=USERS)
+day_partitions = dg.DailyPartitionsDefinition(
+    start_date=Settings.from_env().start_date.isoformat(), timezone="UTC"
+)
+user_day_partitions = dg.MultiPartitionsDefinition({"date": day_partitions, "user": user_partitions})
+
+
+def user_day_key(day: str, user_key: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"date": day, "user": user_key})
+
+
+def split_user_day(key: str) -> tuple[str, str]:
+    """(day, user key) of a ``date|user`` key, whatever form Dagster hands it over in."""
+    if isinstance(key, dg.MultiPartitionKey):
+        dims = key.keys_by_dimension
+        return dims["date"], dims["user"]
+    day, user = key.split("|", 1)
+    return day, user

@@ -1,0 +1,1 @@
+"""One user-day through each step, as plain functions the thin Dagster assets call."""

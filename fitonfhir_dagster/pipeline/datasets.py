@@ -1,0 +1,108 @@
+"""Step 1: fetch one user's Google Fit datasets for one UTC day and archive them unchanged."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import orjson
+
+from ..googlefit import errors as fit_errors
+from ..stores.archive import object_name
+from ..stores.users import User, UserState
+from .errors import TransientUserDayError, UserDayError, UserNotImportable
+from .ports import Ports
+
+KIND = "fit_datasets"
+OBJECT = "datasets.json"
+
+
+@dataclass
+class DatasetsSummary:
+    user_key: str
+    day: str
+    skipped: str = ""  # why nothing was fetched (revoked/unauthorized user)
+    streams: int = 0
+    pages: int = 0
+    points: int = 0
+    api_calls: int = 0
+    bytes: int = 0
+    bad_points: int = 0
+    outside_day: int = 0  # points whose start lies outside the partition day (must stay 0)
+    values_by_type: dict[str, list[float]] = field(default_factory=dict)
+
+
+def datasets_object(day: str, user_key: str) -> str:
+    return object_name(KIND, day, user_key, OBJECT)
+
+
+def load_datasets(ports: Ports, day: str, user_key: str) -> dict[str, Any] | None:
+    raw = ports.archive.get(datasets_object(day, user_key))
+    return orjson.loads(raw) if raw is not None else None
+
+
+def _importable_user(ports: Ports, user_key: str, day: str) -> User:
+    user = ports.users.get(user_key)
+    if user is None:
+        raise UserNotImportable(user_key, day, "no such user in the users table")
+    return user
+
+
+def fetch_user_day(ports: Ports, day: str, user_key: str) -> DatasetsSummary:
+    user = _importable_user(ports, user_key, day)
+    summary = DatasetsSummary(user_key=user_key, day=day)
+    if user.state is not UserState.ACTIVE:
+        summary.skipped = f"user is {user.state.value}"
+        return summary
+    refresh_token = ports.vault.get(user_key)
+    if not refresh_token:
+        raise UserNotImportable(user_key, day, "no refresh token in the vault; the user must onboard again")
+
+    from ..googlefit.client import GoogleFitClient, select_streams
+
+    def store_rotated(new_token: str) -> None:
+        ports.vault.put(user_key, new_token)
+
+    client = GoogleFitClient.from_settings(ports.settings, refresh_token, on_refresh_token=store_rotated)
+    try:
+        sources = select_streams(
+            client.list_data_sources(), ports.settings.stream_policy, ports.settings.data_types
+        )
+        fetched = client.fetch_day(date.fromisoformat(day), sources)
+    except fit_errors.ConsentRevoked as exc:
+        ports.users.set_state(user_key, UserState.UNAUTHORIZED, reason="invalid_grant: consent revoked or expired")
+        raise UserNotImportable(user_key, day, f"Google refused the refresh token ({exc}); user marked unauthorized") from exc
+    except fit_errors.GoogleFitError as exc:
+        cls = TransientUserDayError if exc.retryable else UserDayError
+        raise cls(user_key, day, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        client.close()
+
+    document = fetched.to_archive(user_key=user_key, day=day, sources=sources)
+    ports.archive.put(datasets_object(day, user_key), orjson.dumps(document))
+    return summarize(document, summary)
+
+
+def summarize(document: dict[str, Any], summary: DatasetsSummary) -> DatasetsSummary:
+    start_ns, end_ns = document["window"]["startNs"], document["window"]["endNs"]
+    values: dict[str, list[float]] = defaultdict(list)
+    stats = document.get("stats", {})
+    summary.streams = len(document["pages"])
+    summary.api_calls = int(stats.get("api_calls", 0))
+    summary.bytes = int(stats.get("bytes", 0))
+    summary.bad_points = len(document.get("badPoints", []))
+    for pages in document["pages"].values():
+        summary.pages += len(pages)
+        for page in pages:
+            for point in page.get("point", []):
+                summary.points += 1
+                if not start_ns <= point["startTimeNanos"] <= end_ns:
+                    summary.outside_day += 1
+                first = (point.get("value") or [{}])[0]
+                number = first.get("fpVal", first.get("intVal"))
+                if isinstance(number, int | float):
+                    values[point["dataTypeName"]].append(float(number))
+    summary.values_by_type = dict(values)
+    return summary

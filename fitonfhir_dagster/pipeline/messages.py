@@ -1,0 +1,89 @@
+"""Step 2: turn one archived user-day into MedTech device messages (NDJSON), optionally publish them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from ..medtech.device_messages import build_device_messages, point_identity
+from ..stores.archive import object_name
+from .datasets import load_datasets
+from .errors import UpstreamMissing
+from .ports import Ports
+
+KIND = "device_messages"
+OBJECT = "messages.ndjson"
+
+
+class Publisher(Protocol):
+    def publish(self, events: Any) -> Any: ...
+
+
+@dataclass
+class MessagesSummary:
+    user_key: str
+    day: str
+    messages: int = 0
+    points: int = 0
+    bytes: int = 0
+    batches: int = 0
+    published: bool = False
+    missing_points: int = 0  # fetched but in no message
+    duplicated_points: int = 0  # in more than one message, or not fetched at all
+
+
+def messages_object(day: str, user_key: str) -> str:
+    return object_name(KIND, day, user_key, OBJECT)
+
+
+def load_messages(ports: Ports, day: str, user_key: str) -> list[dict[str, Any]] | None:
+    raw = ports.archive.get(messages_object(day, user_key))
+    if raw is None:
+        return None
+    return [orjson.loads(line) for line in raw.splitlines() if line]
+
+
+def build_user_day_messages(ports: Ports, day: str, user_key: str, publisher: Publisher | None = None) -> MessagesSummary:
+    document = load_datasets(ports, day, user_key)
+    if document is None:
+        raise UpstreamMissing(user_key, day, "no archived fit_datasets for this user-day; materialize fit_datasets first")
+    summary = MessagesSummary(user_key=user_key, day=day)
+    user = ports.users.get(user_key)
+    google_sub = user.google_sub if user else document["googleSub"]
+    sources = {s["dataStreamId"]: s for s in document["sources"]}
+    bodies: list[bytes] = []
+    for stream_id, pages in document["pages"].items():
+        source = sources.get(stream_id, {"dataStreamId": stream_id})
+        for message in build_device_messages(google_sub, source, pages):
+            bodies.append(message.body)
+            summary.points += message.points
+    payload = b"\n".join(bodies) + (b"\n" if bodies else b"")
+    ports.archive.put(messages_object(day, user_key), payload)
+    summary.messages = len(bodies)
+    summary.bytes = len(payload)
+    if publisher is not None and bodies:
+        stats = publisher.publish(bodies)
+        summary.batches = int(getattr(stats, "batches", 0))
+        summary.published = True
+    missing, duplicated = verify_exactly_once(document, [orjson.loads(b) for b in bodies])
+    summary.missing_points, summary.duplicated_points = missing, duplicated
+    return summary
+
+
+def verify_exactly_once(document: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[int, int]:
+    """Count fetched points found in no message, and message points that are extra (duplicated or invented)."""
+    fetched: Counter[tuple] = Counter()
+    for stream_id, pages in document["pages"].items():
+        for page in pages:
+            for point in page.get("point", []):
+                fetched[point_identity(stream_id, point)] += 1
+    sent: Counter[tuple] = Counter()
+    for message in messages:
+        for point in message.get("point", []):
+            sent[point_identity(message["dataSourceId"], point)] += 1
+    missing = sum((fetched - sent).values())
+    extra = sum((sent - fetched).values())
+    return missing, extra

@@ -1,0 +1,96 @@
+"""Automation: new users get their history, every active user gets yesterday, revoked users get nothing."""
+
+from datetime import UTC, date, datetime
+
+import dagster as dg
+import pytest
+
+from fitonfhir_dagster.automation import RANGE_END, RANGE_START, batches_of_active, initial_history
+from fitonfhir_dagster.definitions import daily_import_schedule, defs, users_sensor
+from fitonfhir_dagster.resources import FitOnFhirResource
+from fitonfhir_dagster.stores.users import SqliteUsersTable, UserState
+
+
+@pytest.fixture
+def users(tmp_path):
+    return SqliteUsersTable(tmp_path / "users.sqlite3")
+
+
+def _onboard(users, n):
+    return [
+        users.upsert_onboarded(google_sub=f"1000{i}", google_issuer="https://sandbox", patient_id=f"p{i}").key
+        for i in range(n)
+    ]
+
+
+def test_initial_history_is_the_complete_days_before_today_bounded_by_the_start_date():
+    assert initial_history(date(2026, 11, 29), 30, date(2025, 1, 1)) == (date(2026, 10, 30), date(2026, 11, 28))
+    assert initial_history(date(2026, 11, 29), 30, date(2026, 11, 20)) == (date(2026, 11, 20), date(2026, 11, 28))
+    assert initial_history(date(2026, 11, 29), 30, date(2026, 11, 29)) is None
+
+
+def test_batches_never_span_an_inactive_user_and_respect_the_batch_size():
+    keys = ["a", "b", "c", "d", "e", "f"]
+    assert batches_of_active(keys, {"a", "b", "c", "e", "f"}, 2) == [("a", "b"), ("c", "c"), ("e", "f")]
+    assert batches_of_active(keys, set(), 5) == []
+
+
+def test_users_sensor_adds_new_active_users_and_requests_their_first_days(tmp_path, users):
+    keys = _onboard(users, 3)
+    users.set_state(keys[2], UserState.REVOKED, "user initiated")
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            instance=instance,
+            resources={"fitonfhir": FitOnFhirResource(home=str(tmp_path))},
+            definitions=defs,
+        )
+        result = users_sensor.evaluate_tick(context)
+        [add] = result.dynamic_partitions_requests
+        assert sorted(add.partition_keys) == sorted(keys[:2])
+        assert len(result.run_requests) == 2
+        yesterday = datetime.now(UTC).date().toordinal() - 1
+        for request in result.run_requests:
+            start_day, start_user = request.tags[RANGE_START].split("|")
+            end_day, end_user = request.tags[RANGE_END].split("|")
+            assert start_user == end_user and start_user in keys[:2]
+            assert date.fromisoformat(end_day).toordinal() == yesterday
+            assert date.fromisoformat(end_day).toordinal() - date.fromisoformat(start_day).toordinal() == 29
+
+        instance.add_dynamic_partitions("users", keys[:2])
+        again = users_sensor.evaluate_tick(context)
+        assert again.run_requests == [] and not again.dynamic_partitions_requests
+
+
+def test_daily_schedule_requests_yesterday_for_active_users_only_in_batches(tmp_path, users, monkeypatch):
+    keys = _onboard(users, 4)
+    users.set_state(keys[1], UserState.UNAUTHORIZED, "invalid_grant")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("users", keys)
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 11, 29, 1, 30, tzinfo=UTC),
+            resources={"fitonfhir": FitOnFhirResource(home=str(tmp_path))},
+            repository_def=defs.get_repository_def(),
+        )
+        result = daily_import_schedule.evaluate_tick(context)
+        ranges = [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in result.run_requests]
+        assert ranges == [
+            (f"2026-11-28|{keys[0]}", f"2026-11-28|{keys[0]}"),
+            (f"2026-11-28|{keys[2]}", f"2026-11-28|{keys[3]}"),
+        ]
+        assert len({r.run_key for r in result.run_requests}) == 2
+
+
+def test_daily_schedule_skips_when_nobody_is_active(tmp_path, users):
+    [key] = _onboard(users, 1)
+    users.set_state(key, UserState.REVOKED, "user initiated")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("users", [key])
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 11, 29, 1, 30, tzinfo=UTC),
+            resources={"fitonfhir": FitOnFhirResource(home=str(tmp_path))},
+            repository_def=defs.get_repository_def(),
+        )
+        result = daily_import_schedule.evaluate_tick(context)
+        assert result.run_requests == [] and "no active users" in result.skip_message
