@@ -1,0 +1,1 @@
+"""MedTech compatibility: device messages, template generation, template engine and converter."""
