@@ -49,8 +49,11 @@ class UsersTable(Protocol):
         external_system: str = "",
         external_id: str = "",
         scopes: str = "",
+        key: str | None = None,
     ) -> User:
-        """Insert a new user (fresh key) or re-activate the row of this Google account."""
+        """Insert a new user (fresh key, or ``key`` when given) or re-activate the row of this Google
+        account (its existing key wins over ``key``). Passing ``key`` lets the onboarding app store the
+        refresh token under the key before the row makes the user importable."""
         ...
 
     def get(self, key: str) -> User | None: ...
@@ -77,6 +80,10 @@ _COLUMNS = (
     "created_at",
     "state_changed_at",
 )
+
+
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM users"  # noqa: S608 (fixed column names)
+_INSERT = f"INSERT INTO users ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608
 
 
 class SqliteUsersTable:
@@ -112,7 +119,7 @@ class SqliteUsersTable:
 
     def _one(self, where: str, arg: str) -> User | None:
         with self._connect() as db:
-            cur = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM users WHERE {where} = ?", (arg,))  # noqa: S608 (where is a fixed column name)
+            cur = db.execute(f"{_SELECT} WHERE {where} = ?", (arg,))  # noqa: S608 (where is a fixed column name)
             return self._row(cur.fetchone())
 
     def get(self, key: str) -> User | None:
@@ -126,7 +133,7 @@ class SqliteUsersTable:
 
     def list(self, states: Iterable[UserState] | None = None) -> list[User]:
         with self._connect() as db:
-            rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM users ORDER BY created_at, key").fetchall()  # noqa: S608
+            rows = db.execute(f"{_SELECT} ORDER BY created_at, key").fetchall()  # noqa: S608
         users = [u for u in (self._row(r) for r in rows) if u is not None]
         if states is not None:
             wanted = set(states)
@@ -142,17 +149,20 @@ class SqliteUsersTable:
         external_system: str = "",
         external_id: str = "",
         scopes: str = "",
+        key: str | None = None,
     ) -> User:
+        if key is not None:
+            check_user_key(key)
         if not google_sub or not patient_id:
             raise ValueError("google_sub and patient_id are required to onboard a user")
         now = utc_now_iso()
         with self._lock, self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            cur = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM users WHERE google_sub = ?", (google_sub,))  # noqa: S608
+            cur = db.execute(f"{_SELECT} WHERE google_sub = ?", (google_sub,))  # noqa: S608
             existing = self._row(cur.fetchone())
             if existing is None:
                 user = User(
-                    key=new_user_key(),
+                    key=key or new_user_key(),
                     google_sub=google_sub,
                     google_issuer=google_issuer,
                     patient_id=patient_id,
@@ -164,7 +174,7 @@ class SqliteUsersTable:
                     state_changed_at=now,
                 )
                 db.execute(
-                    f"INSERT INTO users ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                    _INSERT,
                     tuple(getattr(user, c) if c != "state" else user.state.value for c in _COLUMNS),
                 )
             else:

@@ -1,0 +1,336 @@
+"""One contract for every store backend: the local default and its Azure twin must behave the same.
+
+Each test runs against both backends: SQLite / Azure Tables (Azurite), encrypted files / Key Vault
+(the real SDK over a wire-level Key Vault stand-in), local files / Azure Blob (Azurite).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+
+import pytest
+from cryptography.fernet import Fernet
+
+from fitonfhir_dagster.stores.archive import Archive, LocalArchive, object_name
+from fitonfhir_dagster.stores.azure_blob import BlobArchive
+from fitonfhir_dagster.stores.azure_keyvault import API_VERSION, KeyVaultTokenVault
+from fitonfhir_dagster.stores.azure_tables import AzureUsersTable
+from fitonfhir_dagster.stores.keys import USER_KEY_RE
+from fitonfhir_dagster.stores.users import SqliteUsersTable, UsersTable, UserState
+from fitonfhir_dagster.stores.vault import LocalTokenVault, TokenVault, VaultError
+from tests.support.keyvault import KeyVaultWire
+
+TOKEN = "1//0gREFRESH-token-never-to-be-seen-Xy7"
+HOSTILE = [
+    "x' or 'a' eq 'a",
+    "' or PartitionKey ne '",
+    "' or RowKey ne '' or google_sub eq '",
+    "users' or 1 eq 1 or 'a' eq 'a",
+    "@pk",
+    "x'); DROP TABLE users; --",
+]
+
+
+# -- backends ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "azure-tables"])
+def users(request: pytest.FixtureRequest, tmp_path) -> UsersTable:
+    if request.param == "sqlite":
+        return SqliteUsersTable(tmp_path / "users.sqlite3")
+    conn = request.getfixturevalue("azurite_connection_string")
+    return AzureUsersTable.from_connection_string(conn, table_name="users" + uuid.uuid4().hex[:12])
+
+
+@pytest.fixture(params=["local-files", "key-vault"])
+def vault(request: pytest.FixtureRequest, tmp_path) -> TokenVault:
+    if request.param == "local-files":
+        return LocalTokenVault(tmp_path / "vault", Fernet.generate_key().decode())
+    return KeyVaultTokenVault(KeyVaultWire().secret_client(api_version=API_VERSION))
+
+
+@pytest.fixture(params=["local-files", "azure-blob"])
+def archive(request: pytest.FixtureRequest, tmp_path) -> Archive:
+    if request.param == "local-files":
+        return LocalArchive(tmp_path / "archive")
+    conn = request.getfixturevalue("azurite_connection_string")
+    return BlobArchive.from_connection_string(conn, container="archive-" + uuid.uuid4().hex[:12])
+
+
+def onboard(users: UsersTable, sub: str, patient: str, **extra: str):
+    return users.upsert_onboarded(
+        google_sub=sub, google_issuer="https://accounts.google.com", patient_id=patient, **extra
+    )
+
+
+# -- users ------------------------------------------------------------------------------------------
+
+
+def test_onboarding_a_new_account_creates_an_active_user_under_an_opaque_key(users: UsersTable) -> None:
+    user = onboard(users, "sub-1", "patient-1", external_system="ehr", external_id="e-1", scopes="a b")
+
+    assert USER_KEY_RE.match(user.key)
+    assert "sub-1" not in user.key
+    assert user.state is UserState.ACTIVE
+    assert (user.google_sub, user.patient_id, user.external_id, user.scopes) == (
+        "sub-1",
+        "patient-1",
+        "e-1",
+        "a b",
+    )
+    assert user.created_at and user.state_changed_at == user.created_at
+    assert users.get(user.key) == user
+
+
+def test_reonboarding_the_same_account_keeps_its_key_and_reactivates_it(users: UsersTable) -> None:
+    first = onboard(users, "sub-1", "patient-1", external_system="ehr", external_id="e-1", scopes="a")
+    users.set_state(first.key, UserState.REVOKED, "patient revoked consent")
+
+    again = onboard(users, "sub-1", "patient-2", scopes="a b")
+
+    assert again.key == first.key
+    assert again.state is UserState.ACTIVE and again.state_reason == ""
+    assert again.patient_id == "patient-2" and again.scopes == "a b"
+    assert (again.external_system, again.external_id) == ("ehr", "e-1")  # blank means "keep"
+    assert users.get(first.key) == again
+    assert [u.key for u in users.list()] == [first.key]
+
+
+def test_a_proposed_key_is_used_for_a_new_account_and_ignored_for_a_known_one(users: UsersTable) -> None:
+    new = onboard(users, "sub-1", "patient-1", key="u-proposed01")
+    known = onboard(users, "sub-1", "patient-1", key="u-proposed02")
+
+    assert new.key == known.key == "u-proposed01"
+    with pytest.raises(ValueError, match="not a valid user key"):
+        onboard(users, "sub-2", "patient-2", key="../etc")
+    assert users.find_by_google_sub("sub-2") is None
+
+
+def test_onboarding_needs_a_google_account_and_a_patient(users: UsersTable) -> None:
+    with pytest.raises(ValueError, match="google_sub and patient_id are required"):
+        onboard(users, "", "patient-1")
+    with pytest.raises(ValueError, match="google_sub and patient_id are required"):
+        onboard(users, "sub-1", "")
+    assert users.list() == []
+
+
+def test_users_are_found_by_google_account_and_by_patient(users: UsersTable) -> None:
+    one = onboard(users, "sub-1", "patient-1")
+    two = onboard(users, "sub-2", "patient-2")
+
+    assert users.find_by_google_sub("sub-1") == one
+    assert users.find_by_google_sub("sub-2") == two
+    assert users.find_by_patient("patient-2") == two
+    assert users.find_by_google_sub("sub-3") is None
+    assert users.find_by_patient("patient-3") is None
+    assert users.get("u-unknown000") is None
+
+
+def test_list_returns_everyone_in_onboarding_order_or_only_the_asked_states(users: UsersTable) -> None:
+    a = onboard(users, "sub-a", "p-a")
+    b = onboard(users, "sub-b", "p-b")
+    c = onboard(users, "sub-c", "p-c")
+    users.set_state(b.key, UserState.UNAUTHORIZED, "invalid_grant")
+    users.set_state(c.key, UserState.REVOKED, "patient revoked consent")
+
+    assert sorted(u.key for u in users.list()) == sorted([a.key, b.key, c.key])
+    assert [u.key for u in users.list([UserState.ACTIVE])] == [a.key]
+    assert sorted(u.key for u in users.list([UserState.UNAUTHORIZED, UserState.REVOKED])) == sorted(
+        [b.key, c.key]
+    )
+    assert users.list([]) == []
+
+
+def test_set_state_records_the_state_and_its_reason(users: UsersTable) -> None:
+    user = onboard(users, "sub-1", "patient-1")
+
+    changed = users.set_state(user.key, UserState.UNAUTHORIZED, "invalid_grant")
+
+    assert (changed.state, changed.state_reason) == (UserState.UNAUTHORIZED, "invalid_grant")
+    assert changed.state_changed_at >= user.state_changed_at
+    assert users.get(user.key) == changed
+    assert users.find_by_google_sub("sub-1") == changed
+
+
+def test_set_state_of_an_unknown_user_fails_and_names_the_key(users: UsersTable) -> None:
+    with pytest.raises(KeyError, match="u-unknown000"):
+        users.set_state("u-unknown000", UserState.REVOKED)
+    with pytest.raises(ValueError, match="not a valid user key"):
+        users.set_state("x' or 'a' eq 'a", UserState.REVOKED)
+    assert users.list() == []
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_query_injection_finds_nothing_and_changes_nothing(users: UsersTable, hostile: str) -> None:
+    onboard(users, "sub-1", "patient-1")
+    onboard(users, "sub-2", "patient-2")
+    before = users.list()
+
+    assert users.find_by_google_sub(hostile) is None
+    assert users.find_by_patient(hostile) is None
+    assert users.get(hostile) is None
+    assert users.list() == before
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_hostile_values_are_stored_verbatim_and_match_only_themselves(
+    users: UsersTable, hostile: str
+) -> None:
+    onboard(users, "sub-1", "patient-1")
+    odd = onboard(users, hostile, hostile)
+
+    assert users.find_by_google_sub(hostile) == odd
+    assert users.find_by_patient(hostile) == odd
+    assert users.find_by_google_sub("sub-1").patient_id == "patient-1"
+    assert len(users.list()) == 2
+
+
+# -- vault ------------------------------------------------------------------------------------------
+
+
+def test_vault_round_trip_and_overwrite(vault: TokenVault) -> None:
+    vault.put("u-abcdefgh01", TOKEN)
+    assert vault.get("u-abcdefgh01") == TOKEN
+
+    vault.put("u-abcdefgh01", TOKEN + "-rotated")
+    assert vault.get("u-abcdefgh01") == TOKEN + "-rotated"
+    assert vault.get("u-abcdefgh02") is None
+
+
+def test_vault_delete_then_put_again(vault: TokenVault) -> None:
+    vault.delete("u-abcdefgh01")  # deleting what is not there is fine
+    vault.put("u-abcdefgh01", TOKEN)
+    vault.delete("u-abcdefgh01")
+    assert vault.get("u-abcdefgh01") is None
+
+    vault.put("u-abcdefgh01", TOKEN + "-again")  # Key Vault: recovers the soft-deleted secret first
+    assert vault.get("u-abcdefgh01") == TOKEN + "-again"
+
+
+def test_vault_refuses_an_empty_token(vault: TokenVault) -> None:
+    with pytest.raises(VaultError, match="empty refresh token"):
+        vault.put("u-abcdefgh01", "")
+
+
+@pytest.mark.parametrize("bad_key", ["../u-abcdefgh01", "sub-123", "u-ABCDEFGH01", "", "u-a/b"])
+def test_vault_refuses_keys_that_are_not_user_keys_without_echoing_the_token(
+    vault: TokenVault, bad_key
+) -> None:
+    with pytest.raises(ValueError, match="not a valid user key") as caught:
+        vault.put(bad_key, TOKEN)
+    assert TOKEN not in "".join(traceback.format_exception(caught.value))
+    with pytest.raises(ValueError, match="not a valid user key"):
+        vault.get(bad_key)
+
+
+def test_the_token_never_reaches_the_logs(vault: TokenVault, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    vault.put("u-abcdefgh01", TOKEN)
+    vault.get("u-abcdefgh01")
+    vault.delete("u-abcdefgh01")
+    vault.put("u-abcdefgh01", TOKEN)
+
+    assert TOKEN not in caplog.text
+    assert all(TOKEN not in repr(record.args) for record in caplog.records)
+
+
+def test_local_vault_files_are_private(tmp_path) -> None:
+    vault = LocalTokenVault(tmp_path / "vault")
+    vault.put("u-abcdefgh01", TOKEN)
+
+    entry = tmp_path / "vault" / "u-abcdefgh01.token"
+    assert entry.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "vault" / "vault.key").stat().st_mode & 0o777 == 0o600
+    assert TOKEN.encode() not in entry.read_bytes()  # encrypted at rest
+
+
+def test_local_vault_entry_under_another_key_is_a_clear_error_without_the_token(tmp_path) -> None:
+    LocalTokenVault(tmp_path / "vault", Fernet.generate_key().decode()).put("u-abcdefgh01", TOKEN)
+    other = LocalTokenVault(tmp_path / "vault", Fernet.generate_key().decode())
+
+    with pytest.raises(
+        VaultError, match="u-abcdefgh01 cannot be decrypted with the configured key"
+    ) as caught:
+        other.get("u-abcdefgh01")
+    assert TOKEN not in "".join(traceback.format_exception(caught.value))
+
+
+# -- archive ----------------------------------------------------------------------------------------
+
+KEY = "u-abcdefgh01"
+
+
+def test_archive_round_trip_overwrite_and_delete(archive: Archive) -> None:
+    name = object_name("raw", "2025-01-01", KEY, "page-0001.json")
+    assert archive.get(name) is None
+
+    archive.put(name, b'{"point": []}')
+    assert archive.get(name) == b'{"point": []}'
+
+    archive.put(name, b"replaced")
+    assert archive.get(name) == b"replaced"
+    assert list(archive.list()) == [name]
+
+    archive.delete(name)
+    archive.delete(name)  # twice is fine
+    assert archive.get(name) is None
+    assert list(archive.list()) == []
+
+
+def test_archive_keeps_binary_and_large_objects_intact(archive: Archive) -> None:
+    name = object_name("messages", "2025-01-01", KEY, "batch.bin")
+    data = bytes(range(256)) * 8192  # 2 MiB
+    archive.put(name, data)
+    assert archive.get(name) == data
+
+
+def test_archive_lists_by_prefix_in_name_order(archive: Archive) -> None:
+    names = [
+        object_name("raw", "2025-01-02", KEY, "page-0002.json"),
+        object_name("raw", "2025-01-01", KEY, "page-0001.json"),
+        object_name("raw", "2025-01-02", KEY, "page-0001.json"),
+        object_name("messages", "2025-01-02", KEY, "page-0001.json"),
+    ]
+    for name in names:
+        archive.put(name, name.encode())
+
+    assert list(archive.list()) == sorted(names)
+    assert list(archive.list("raw/date=2025-01-02/")) == sorted(names[0::2])
+    assert list(archive.list("raw/")) == sorted(names[:3])
+    assert list(archive.list("nothing/")) == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../x",
+        "raw/../../x",
+        "/etc/passwd",
+        "raw//x",
+        "raw/./x",
+        "",
+        "raw/x/",
+        "raw\\x",
+        "raw/.hidden",
+        "raw/a b",
+        "..",
+    ],
+)
+def test_archive_refuses_unsafe_object_names(archive: Archive, name: str) -> None:
+    with pytest.raises(ValueError, match="unsafe"):
+        archive.put(name, b"x")
+    with pytest.raises(ValueError, match="unsafe"):
+        archive.get(name)
+    with pytest.raises(ValueError, match="unsafe"):
+        archive.delete(name)
+    assert list(archive.list()) == []
+
+
+@pytest.mark.parametrize("segment", ["../x", "a/b", "", ".x"])
+def test_object_names_refuse_unsafe_segments(segment: str) -> None:
+    with pytest.raises(ValueError):
+        object_name("raw", "2025-01-01", KEY, segment)
+    with pytest.raises(ValueError):
+        object_name("raw", segment, KEY, "x.json")
