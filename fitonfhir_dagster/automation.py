@@ -1,6 +1,5 @@
 """When imports run: new users get their history, every active user gets yesterday each day."""
 
-
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
@@ -35,7 +34,9 @@ def initial_history(today: date, initial_days: int, start: date) -> tuple[date, 
     return (first, last) if first <= last else None
 
 
-def batches_of_active(ordered_keys: Sequence[str], active: set[str], batch_size: int) -> list[tuple[str, str]]:
+def batches_of_active(
+    ordered_keys: Sequence[str], active: set[str], batch_size: int
+) -> list[tuple[str, str]]:
     """Contiguous runs of active users, in partition order, at most ``batch_size`` users each.
 
     A range run covers every key between its ends, so an inactive user splits a batch rather than

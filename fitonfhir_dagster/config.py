@@ -53,6 +53,17 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in raw.split(",") if p.strip())
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -84,7 +95,16 @@ class Settings:
     azure_blob_container: str
     keyvault_url: str
     template_style: str  # "standard" | "original"
-    identity_mode: str  # "patient" (reference onboarded Patient) | "create" | "lookup"
+    device_mapping_file: str  # optional MedTech device mapping to use instead of generated templates
+    fhir_mapping_file: str  # optional MedTech FHIR mapping to use instead of generated templates
+    identity_mode: str  # "patient" (reference the onboarded Patient) | "create" (MedTech Create mode)
+    # onboarding app (onboarding_app/)
+    onboarding_url: str = "http://127.0.0.1:8000"  # public base URL; callback = {this}/api/googlefit/callback
+    redirect_urls: tuple[str, ...] = ()  # exact allow-list of caller redirect URLs
+    anonymous_login: bool = True  # True: callers name the patient with external_id/external_system
+    identity_providers: tuple[str, ...] = ()  # OIDC authorities trusted for bearer JWTs
+    audience: str = ""  # required `aud` of bearer JWTs
+    state_secret: str = field(default="", repr=False)  # HMAC key for OAuth state; "" = key file in home
 
     @property
     def uses_sandbox(self) -> bool:
@@ -107,15 +127,26 @@ class Settings:
         style = env.get("FITONFHIR_TEMPLATE_STYLE", "standard")
         if style not in ("standard", "original"):
             raise ConfigError(f"FITONFHIR_TEMPLATE_STYLE must be standard or original, got {style!r}")
+        if bool(env.get("FITONFHIR_DEVICE_MAPPING")) != bool(env.get("FITONFHIR_FHIR_MAPPING")):
+            raise ConfigError("set both FITONFHIR_DEVICE_MAPPING and FITONFHIR_FHIR_MAPPING, or neither")
         identity = env.get("FITONFHIR_IDENTITY_MODE", "patient")
-        if identity not in ("patient", "create", "lookup"):
-            raise ConfigError(f"FITONFHIR_IDENTITY_MODE must be patient, create or lookup, got {identity!r}")
+        if identity not in ("patient", "create"):
+            raise ConfigError(f"FITONFHIR_IDENTITY_MODE must be patient or create, got {identity!r}")
         raw_start = env.get("FITONFHIR_START_DATE", "2025-01-01")
         try:
             start = date.fromisoformat(raw_start)
         except ValueError as exc:
             raise ConfigError(f"FITONFHIR_START_DATE must be YYYY-MM-DD, got {raw_start!r}") from exc
         scopes = _list(env, "FITONFHIR_GOOGLE_SCOPES") or DEFAULT_SCOPES
+        identity_providers = _list(env, "FITONFHIR_IDENTITY_PROVIDERS")
+        audience = env.get("FITONFHIR_AUDIENCE", "").strip()
+        # Anonymous unless identity providers are configured: the embedded default has no identity
+        # provider, and a deployment that names one is authenticated without a second switch.
+        anonymous = _bool(env, "FITONFHIR_ANONYMOUS_LOGIN", default=not identity_providers)
+        if not anonymous and not (identity_providers and audience):
+            raise ConfigError(
+                "FITONFHIR_ANONYMOUS_LOGIN=false needs FITONFHIR_IDENTITY_PROVIDERS and FITONFHIR_AUDIENCE"
+            )
         return cls(
             home=Path(env.get("FITONFHIR_HOME", ".fitonfhir")).resolve(),
             sandbox_url=sandbox,
@@ -146,5 +177,13 @@ class Settings:
             azure_blob_container=env.get("FITONFHIR_AZURE_BLOB_CONTAINER", "fitonfhir"),
             keyvault_url=env.get("FITONFHIR_KEYVAULT_URL", ""),
             template_style=style,
+            device_mapping_file=env.get("FITONFHIR_DEVICE_MAPPING", ""),
+            fhir_mapping_file=env.get("FITONFHIR_FHIR_MAPPING", ""),
             identity_mode=identity,
+            onboarding_url=env.get("FITONFHIR_ONBOARDING_URL", "http://127.0.0.1:8000").rstrip("/"),
+            redirect_urls=_list(env, "FITONFHIR_REDIRECT_URLS"),
+            anonymous_login=anonymous,
+            identity_providers=identity_providers,
+            audience=audience,
+            state_secret=env.get("FITONFHIR_STATE_SECRET", ""),
         )

@@ -6,7 +6,7 @@ import warnings
 
 import dagster as dg
 
-from .assets import imports
+from .assets import conversion, imports
 from .automation import build_automation
 from .config import Settings
 from .resources import FitOnFhirResource
@@ -16,7 +16,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 _settings = Settings.from_env()
 
-IMPORT_ASSETS = [imports.fit_datasets, imports.device_messages]
+IMPORT_ASSETS = [imports.fit_datasets, imports.device_messages, conversion.fhir_observations]
 
 user_day_import_job = dg.define_asset_job(
     "user_day_import",
@@ -30,7 +30,7 @@ users_sensor, daily_import_schedule = build_automation(
 )
 
 defs = dg.Definitions(
-    assets=IMPORT_ASSETS,
+    assets=[*IMPORT_ASSETS, conversion.medtech_templates],
     jobs=[user_day_import_job],
     sensors=[users_sensor],
     schedules=[daily_import_schedule],

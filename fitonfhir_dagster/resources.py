@@ -54,3 +54,9 @@ class FitOnFhirResource(dg.ConfigurableResource):
         from .stores.eventhub import EventHubPublisher
 
         return EventHubPublisher.from_settings(self.settings)
+
+    @cached_property
+    def fhir(self):  # -> fhir.client.FhirClient
+        from .fhir.client import FhirClient
+
+        return FhirClient.from_settings(self.settings)

@@ -3,7 +3,6 @@
 No `from __future__ import annotations` here: Dagster inspects the context annotations at runtime.
 """
 
-
 import dagster as dg
 
 from ..partitions import user_day_partitions
@@ -20,12 +19,11 @@ FETCH_RETRY = dg.RetryPolicy(
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=31)
 
 POINTS_IN_DAY = "points_within_partition_day"
+NO_BAD_POINTS = "no_malformed_points"
 EXACTLY_ONCE = "every_point_in_exactly_one_message"
 
 
-def _finish(
-    context: dg.AssetExecutionContext, outcome: StepOutcome, metadata_of
-) -> None:
+def _finish(context: dg.AssetExecutionContext, outcome: StepOutcome, metadata_of) -> None:
     for key, summary in outcome.done.items():
         context.add_asset_metadata(metadata_of(summary), partition_key=key)
     if outcome.failed:
@@ -44,7 +42,10 @@ def _finish(
     backfill_policy=BACKFILL,
     group_name="fit_on_fhir",
     kinds={"googlefit", "json"},
-    check_specs=[dg.AssetCheckSpec(POINTS_IN_DAY, asset="fit_datasets")],
+    check_specs=[
+        dg.AssetCheckSpec(POINTS_IN_DAY, asset="fit_datasets"),
+        dg.AssetCheckSpec(NO_BAD_POINTS, asset="fit_datasets"),
+    ],
 )
 def fit_datasets(context: dg.AssetExecutionContext, fitonfhir: FitOnFhirResource) -> dg.MaterializeResult:
     """Every selected Google Fit stream of the user for the UTC day, archived as fetched."""
@@ -52,13 +53,21 @@ def fit_datasets(context: dg.AssetExecutionContext, fitonfhir: FitOnFhirResource
     outcome = run_per_user_day(context, lambda day, user: fetch_user_day(ports, day, user))
     _finish(context, outcome, datasets_metadata)
     outside = {k: s.outside_day for k, s in outcome.done.items() if s.outside_day}
+    bad = {k: s.bad_points for k, s in outcome.done.items() if s.bad_points}
     return dg.MaterializeResult(
         check_results=[
+            dg.AssetCheckResult(
+                check_name=NO_BAD_POINTS,
+                passed=not bad,
+                severity=dg.AssetCheckSeverity.WARN,
+                description="Malformed points are dead-lettered in the archive (badPoints) with their reason.",
+                metadata={"bad_points_by_partition": dg.MetadataValue.json(bad)},
+            ),
             dg.AssetCheckResult(
                 check_name=POINTS_IN_DAY,
                 passed=not outside,
                 metadata={"points_outside_day": dg.MetadataValue.json(outside)},
-            )
+            ),
         ]
     )
 
@@ -75,7 +84,9 @@ def device_messages(context: dg.AssetExecutionContext, fitonfhir: FitOnFhirResou
     """MedTech device messages (one per dataset page), archived as NDJSON and sent to Event Hub if configured."""
     ports = fitonfhir.ports
     publisher = fitonfhir.event_hub
-    outcome = run_per_user_day(context, lambda day, user: build_user_day_messages(ports, day, user, publisher))
+    outcome = run_per_user_day(
+        context, lambda day, user: build_user_day_messages(ports, day, user, publisher)
+    )
     _finish(context, outcome, messages_metadata)
     wrong = {
         k: {"missing": s.missing_points, "extra": s.duplicated_points}
@@ -85,7 +96,9 @@ def device_messages(context: dg.AssetExecutionContext, fitonfhir: FitOnFhirResou
     return dg.MaterializeResult(
         check_results=[
             dg.AssetCheckResult(
-                check_name=EXACTLY_ONCE, passed=not wrong, metadata={"mismatches": dg.MetadataValue.json(wrong)}
+                check_name=EXACTLY_ONCE,
+                passed=not wrong,
+                metadata={"mismatches": dg.MetadataValue.json(wrong)},
             )
         ]
     )

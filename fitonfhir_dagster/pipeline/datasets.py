@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from ..googlefit import errors as fit_errors
+from ..googlefit.client import GoogleFitClient, select_streams
 from ..stores.archive import object_name
 from ..stores.users import User, UserState
 from .errors import TransientUserDayError, UserDayError, UserNotImportable
@@ -60,27 +61,44 @@ def fetch_user_day(ports: Ports, day: str, user_key: str) -> DatasetsSummary:
     if not refresh_token:
         raise UserNotImportable(user_key, day, "no refresh token in the vault; the user must onboard again")
 
-    from ..googlefit.client import GoogleFitClient, select_streams
-
     def store_rotated(new_token: str) -> None:
         ports.vault.put(user_key, new_token)
 
-    client = GoogleFitClient.from_settings(ports.settings, refresh_token, on_refresh_token=store_rotated)
+    client = GoogleFitClient(
+        ports.settings, refresh_token, on_refresh_token=store_rotated, bad_points="collect"
+    )
     try:
         sources = select_streams(
             client.list_data_sources(), ports.settings.stream_policy, ports.settings.data_types
         )
         fetched = client.fetch_day(date.fromisoformat(day), sources)
     except fit_errors.ConsentRevoked as exc:
-        ports.users.set_state(user_key, UserState.UNAUTHORIZED, reason="invalid_grant: consent revoked or expired")
-        raise UserNotImportable(user_key, day, f"Google refused the refresh token ({exc}); user marked unauthorized") from exc
+        ports.users.set_state(
+            user_key, UserState.UNAUTHORIZED, reason="invalid_grant: consent revoked or expired"
+        )
+        raise UserNotImportable(
+            user_key, day, f"Google refused the refresh token ({exc}); user marked unauthorized"
+        ) from exc
     except fit_errors.GoogleFitError as exc:
         cls = TransientUserDayError if exc.retryable else UserDayError
         raise cls(user_key, day, f"{type(exc).__name__}: {exc}") from exc
     finally:
         client.close()
 
-    document = fetched.to_archive(user_key=user_key, day=day, sources=sources)
+    document = {
+        "user": user_key,
+        "date": day,
+        "googleSub": user.google_sub,
+        "window": {"startNs": fetched.start_ns, "endNs": fetched.end_ns},
+        "sources": sources,
+        "pages": {stream: [p.dataset for p in pages] for stream, pages in fetched.streams.items()},
+        "badPoints": [
+            {"stream": p.stream_id, "page": p.page_index, "reason": bad.reason, "point": bad.point}
+            for p in fetched.pages
+            for bad in p.bad_points
+        ],
+        "stats": fetched.stats.as_dict(),
+    }
     ports.archive.put(datasets_object(day, user_key), orjson.dumps(document))
     return summarize(document, summary)
 

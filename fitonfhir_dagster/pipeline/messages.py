@@ -46,10 +46,14 @@ def load_messages(ports: Ports, day: str, user_key: str) -> list[dict[str, Any]]
     return [orjson.loads(line) for line in raw.splitlines() if line]
 
 
-def build_user_day_messages(ports: Ports, day: str, user_key: str, publisher: Publisher | None = None) -> MessagesSummary:
+def build_user_day_messages(
+    ports: Ports, day: str, user_key: str, publisher: Publisher | None = None
+) -> MessagesSummary:
     document = load_datasets(ports, day, user_key)
     if document is None:
-        raise UpstreamMissing(user_key, day, "no archived fit_datasets for this user-day; materialize fit_datasets first")
+        raise UpstreamMissing(
+            user_key, day, "no archived fit_datasets for this user-day; materialize fit_datasets first"
+        )
     summary = MessagesSummary(user_key=user_key, day=day)
     user = ports.users.get(user_key)
     google_sub = user.google_sub if user else document["googleSub"]

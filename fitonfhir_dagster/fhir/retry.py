@@ -1,0 +1,45 @@
+"""Bounded retry timing: exponential backoff with jitter, honouring ``Retry-After`` (DESIGN section 7)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+
+def parse_retry_after(
+    value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent/garbled."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now()).total_seconds())
+
+
+@dataclass
+class Backoff:
+    """Delay before attempt ``n+1`` after ``n`` failures: ``base * 2**(n-1)`` capped, times a jitter in
+    [0.5, 1); a server's Retry-After wins when it is longer (capped by ``max_retry_after``)."""
+
+    base: float = 0.5
+    cap: float = 30.0
+    max_retry_after: float = 300.0
+    rand: Callable[[], float] = field(default=random.random)
+
+    def delay(self, failures: int, retry_after: float | None = None) -> float:
+        exponential = min(self.cap, self.base * (2 ** max(0, failures - 1)))
+        jittered = exponential * (0.5 + self.rand() / 2)
+        if retry_after is not None:
+            return max(jittered, min(retry_after, self.max_retry_after))
+        return jittered

@@ -1,0 +1,395 @@
+"""Google Fit REST client for one user: data sources, dataset pages, one UTC day of data.
+
+Every request to the Fit API goes through the client's rate limiter and retry policy; a 401 triggers
+one token refresh and one retry. Responses are parsed with orjson and converted by :mod:`.wire`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import requests
+
+from ..config import Settings
+from . import catalog
+from .errors import (
+    FitNotFound,
+    FitPermissionDenied,
+    FitRequestError,
+    FitUnauthorized,
+    MalformedResponse,
+    TransientFitError,
+)
+from .oauth import OnRefreshToken, UserTokens
+from .ratelimit import RequestLimiter
+from .retry import RetryPolicy, Sleep, is_retryable_status, parse_retry_after
+from .wire import BadPoint, BadPointMode, parse_dataset, point_identity
+
+NS_PER_SECOND = 1_000_000_000
+STREAM_POLICIES = ("merged", "all")
+
+
+@dataclass
+class FetchStats:
+    """Counters of one fetch, for Dagster metadata."""
+
+    api_calls: int = 0  # HTTP requests sent to the Fit API, retries included
+    retries: int = 0
+    pages: int = 0
+    points: int = 0  # points kept
+    bytes: int = 0  # response body bytes received
+    bad_points: int = 0
+    outside_day: int = 0  # overlapping points that start on another day (they belong to that day)
+    duplicates: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
+class DatasetPage:
+    """One dataset page as Google sent it (int64 fields as ints); ``page_index`` 0 is the newest page."""
+
+    stream_id: str
+    page_index: int
+    dataset: dict[str, Any]
+    bad_points: list[BadPoint] = field(default_factory=list)
+    size_bytes: int = 0
+
+    @property
+    def points(self) -> list[dict[str, Any]]:
+        points: list[dict[str, Any]] = self.dataset["point"]
+        return points
+
+
+@dataclass
+class DayFetch:
+    """Every selected stream's pages for one UTC day, plus counters."""
+
+    day: date
+    start_ns: int
+    end_ns: int
+    streams: dict[str, list[DatasetPage]]
+    stats: FetchStats
+
+    @property
+    def pages(self) -> list[DatasetPage]:
+        return [page for pages in self.streams.values() for page in pages]
+
+    @property
+    def bad_points(self) -> list[BadPoint]:
+        return [bad for page in self.pages for bad in page.bad_points]
+
+
+def day_window_ns(day: date) -> tuple[int, int]:
+    """[start, end] in epoch nanoseconds of a UTC day: 00:00 up to one nanosecond before the next 00:00."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    start_ns = int(start.timestamp()) * NS_PER_SECOND
+    next_ns = int((start + timedelta(days=1)).timestamp()) * NS_PER_SECOND
+    return start_ns, next_ns - 1
+
+
+def select_streams(
+    sources: Iterable[Mapping[str, Any]], policy: str = "merged", data_types: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """The data sources to import.
+
+    ``policy="merged"`` keeps only Google's de-duplicated merged streams (one per data type, so a reading
+    is imported once); ``"all"`` keeps every source (raw and derived, for provenance). ``data_types``
+    limits the data types; empty means every type of the catalog.
+    """
+    if policy not in STREAM_POLICIES:
+        raise ValueError(f"stream policy must be one of {STREAM_POLICIES}, got {policy!r}")
+    wanted = set(data_types or catalog.DATA_TYPE_NAMES)
+    chosen = []
+    for source in sources:
+        stream_id = source.get("dataStreamId")
+        if not isinstance(stream_id, str):
+            raise MalformedResponse(f"data source without a dataStreamId: keys {sorted(source)}")
+        type_name = (source.get("dataType") or {}).get("name") or _type_from_stream_id(stream_id)
+        if type_name not in wanted:
+            continue
+        if policy == "merged" and not catalog.is_merged_stream(stream_id):
+            continue
+        chosen.append(dict(source))
+    return chosen
+
+
+def _type_from_stream_id(stream_id: str) -> str:
+    parts = stream_id.split(":")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _stream_id(source: Mapping[str, Any] | str) -> str:
+    if isinstance(source, str):
+        return source
+    stream_id = source.get("dataStreamId")
+    if not isinstance(stream_id, str):
+        raise ValueError(f"data source without a dataStreamId: keys {sorted(source)}")
+    return stream_id
+
+
+def _google_error(response: requests.Response) -> str:
+    """Google's error message (standard JSON envelope) or the status text; never request headers."""
+    try:
+        body = orjson.loads(response.content)
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            reason = ""
+            errors = error.get("errors")
+            if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+                reason = str(errors[0].get("reason") or "")
+            message = str(error.get("message") or error.get("status") or "")
+            return f"{message} [{reason}]" if reason else message
+        if isinstance(error, str):
+            return error
+    except orjson.JSONDecodeError:
+        pass
+    return response.reason or ""
+
+
+class GoogleFitClient:
+    """One user's Google Fit API client. Thread-safe: limiter and tokens are shared by all requests."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        refresh_token: str,
+        *,
+        on_refresh_token: OnRefreshToken | None = None,
+        session: requests.Session | None = None,
+        retry_policy: RetryPolicy | None = None,
+        limiter: RequestLimiter | None = None,
+        sleep: Sleep = time.sleep,
+        timeout: float = 30.0,
+        bad_points: BadPointMode = "raise",
+    ) -> None:
+        self.settings = settings
+        self.session = session or requests.Session()
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.limiter = limiter or RequestLimiter(settings.max_requests_per_minute, sleep=sleep)
+        self.sleep = sleep
+        self.timeout = timeout
+        self.bad_points = bad_points
+        self.base_url = settings.google_fit_url.rstrip("/") + "/users/me/"
+        self.tokens = UserTokens(
+            refresh_token=refresh_token,
+            token_uri=settings.google_token_uri,
+            client_id=settings.google_client_id,
+            client_secret=settings.google_client_secret,
+            # no scopes on refresh: asking for more than the user granted (a subset is allowed) fails
+            session=self.session,
+            on_refresh_token=on_refresh_token,
+            retry_policy=self.retry_policy,
+            sleep=sleep,
+            timeout=timeout,
+        )
+        self.stats = FetchStats()  # lifetime totals of this client
+        self._stats_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> GoogleFitClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- HTTP ------------------------------------------------------------------------------------------
+
+    def _count(self, stats: FetchStats | None, **increments: int) -> None:
+        with self._stats_lock:
+            for target in (self.stats, stats):
+                if target is not None:
+                    for name, amount in increments.items():
+                        setattr(target, name, getattr(target, name) + amount)
+
+    def _get(
+        self, path: str, params: Mapping[str, Any], what: str, stats: FetchStats | None = None
+    ) -> requests.Response:
+        """GET a Fit API path with rate limiting, retries and one refresh on 401; returns a 200 response."""
+        url = self.base_url + path
+        budget = self.retry_policy.budget()
+        refreshed = False
+        token = self.tokens.access_token()
+        while True:
+            self.limiter.acquire()
+            self._count(stats, api_calls=1)
+            retry_after: float | None = None
+            try:
+                response = self.session.get(
+                    url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
+                )
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
+                reason = f"{type(exc).__name__}"
+            else:
+                status = response.status_code
+                if status == 200:
+                    self._count(stats, bytes=len(response.content))
+                    return response
+                if status == 401:
+                    if refreshed:
+                        raise FitUnauthorized(f"{what}: Google answered 401 even after a token refresh")
+                    refreshed = True
+                    token = self.tokens.refresh_after_rejection(token)
+                    continue
+                if not is_retryable_status(status):
+                    raise self._refusal(status, response, what)
+                reason = f"HTTP {status}"
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            delay = budget.next_delay(retry_after)
+            if delay is None:
+                raise TransientFitError(
+                    f"{what}: Google still unavailable after {budget.attempts} attempts "
+                    f"({budget.waited:.1f} s waited); last failure: {reason}"
+                )
+            self._count(stats, retries=1)
+            self.sleep(delay)
+
+    @staticmethod
+    def _refusal(status: int, response: requests.Response, what: str) -> Exception:
+        message = _google_error(response)
+        detail = f": {message}" if message else ""
+        if status == 403:
+            return FitPermissionDenied(
+                f"{what}: Google denied access (403){detail}; check the granted scopes for this data type"
+            )
+        if status == 404:
+            return FitNotFound(f"{what}: not found (404){detail}")
+        return FitRequestError(f"{what}: Google rejected the request ({status}){detail}")
+
+    # -- API -------------------------------------------------------------------------------------------
+
+    def list_data_sources(self, stats: FetchStats | None = None) -> list[dict[str, Any]]:
+        """Every data source visible to the granted scopes (``users.dataSources.list``)."""
+        response = self._get("dataSources", {}, "listing data sources", stats)
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise MalformedResponse("listing data sources: response is not JSON") from None
+        sources = body.get("dataSource", []) if isinstance(body, dict) else None
+        if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
+            raise MalformedResponse("listing data sources: 'dataSource' is not a list of objects")
+        return sources
+
+    def select_streams(
+        self,
+        sources: Iterable[Mapping[str, Any]],
+        policy: str | None = None,
+        data_types: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """:func:`select_streams` with the settings' policy and data types as defaults."""
+        return select_streams(
+            sources,
+            policy or self.settings.stream_policy,
+            self.settings.data_types if data_types is None else data_types,
+        )
+
+    def fetch_dataset_pages(
+        self,
+        stream_id: str,
+        start_ns: int,
+        end_ns: int,
+        limit: int | None = None,
+        *,
+        bad_points: BadPointMode | None = None,
+        stats: FetchStats | None = None,
+    ) -> list[DatasetPage]:
+        """Every page of one stream's dataset ``start_ns-end_ns`` (points overlapping the range).
+
+        Google applies ``limit`` from the END of the range, so page 0 holds the newest points and each
+        ``nextPageToken`` walks towards older ones.
+        """
+        if start_ns > end_ns:
+            raise ValueError(f"dataset range starts after it ends: {start_ns}-{end_ns}")
+        mode = bad_points or self.bad_points
+        path = f"dataSources/{quote(stream_id, safe='')}/datasets/{start_ns}-{end_ns}"
+        params: dict[str, Any] = {"limit": limit or self.settings.page_limit}
+        pages: list[DatasetPage] = []
+        seen_tokens: set[str] = set()
+        while True:
+            index = len(pages)
+            response = self._get(path, params, f"stream {stream_id!r} page {index}", stats)
+            dataset, bad = parse_dataset(response.content, stream_id=stream_id, page_index=index, mode=mode)
+            pages.append(DatasetPage(stream_id, index, dataset, bad, len(response.content)))
+            self._count(stats, pages=1, bad_points=len(bad))
+            token = dataset.get("nextPageToken")
+            if not token:
+                return pages
+            if not isinstance(token, str) or token in seen_tokens:
+                raise MalformedResponse(
+                    f"stream {stream_id!r} page {index}: nextPageToken repeats or is invalid"
+                )
+            seen_tokens.add(token)
+            params = {**params, "pageToken": token}
+
+    def fetch_day(
+        self,
+        day: date,
+        sources: Iterable[Mapping[str, Any] | str],
+        *,
+        limit: int | None = None,
+        bad_points: BadPointMode | None = None,
+    ) -> DayFetch:
+        """The points of one UTC day [00:00, 24:00) for each source.
+
+        The request window is ``startNs = day start`` to ``endNs = next day start - 1``. Google returns
+        every point that OVERLAPS that window, so a point crossing midnight comes back for both days.
+        Rule: a point belongs to the UTC day in which it STARTS. Points starting before the day are
+        dropped here (the previous day's partition imports them) and counted in ``stats.outside_day``.
+        Identical points (same stream, start, end and values) seen on several pages are kept once.
+        """
+        start_ns, end_ns = day_window_ns(day)
+        stats = FetchStats()
+        streams: dict[str, list[DatasetPage]] = {}
+        for source in sources:
+            stream_id = _stream_id(source)
+            pages = self.fetch_dataset_pages(
+                stream_id, start_ns, end_ns, limit, bad_points=bad_points, stats=stats
+            )
+            streams[stream_id] = assign_to_day(pages, start_ns, end_ns, stats)
+        return DayFetch(day, start_ns, end_ns, streams, stats)
+
+
+def assign_to_day(
+    pages: list[DatasetPage], start_ns: int, end_ns: int, stats: FetchStats | None = None
+) -> list[DatasetPage]:
+    """Keep the points of one stream that belong to the day ``[start_ns, end_ns]``, each once.
+
+    A point belongs to the day in which it STARTS, so a point crossing midnight is imported exactly
+    once, by the day it began. Points starting outside the window are dropped (they belong to a
+    neighbour day) and identical points (start, end, values) on several pages are kept once; both
+    are counted in ``stats``. Pages left without points (and without bad points) are dropped.
+    """
+    stats = stats if stats is not None else FetchStats()
+    seen: set[tuple[int, int, bytes]] = set()
+    kept_pages = []
+    for page in pages:
+        kept = []
+        for point in page.points:
+            if not start_ns <= point["startTimeNanos"] <= end_ns:
+                stats.outside_day += 1
+                continue
+            identity = point_identity(point)
+            if identity in seen:
+                stats.duplicates += 1
+                continue
+            seen.add(identity)
+            kept.append(point)
+        page.dataset["point"] = kept
+        stats.points += len(kept)
+        if kept or page.bad_points:
+            kept_pages.append(page)
+    return kept_pages

@@ -1,0 +1,110 @@
+"""Step 3: convert one user-day's device messages to Observations (MedTech rules) and write them to FHIR.
+
+Re-running a user-day writes nothing: Observations have deterministic ids, the stored version is merged
+with the new one by MedTech's rules, and only resources that changed are sent (with If-Match).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ..fhir.bundles import put_entry
+from ..fhir.client import FhirClient
+from ..fhir.errors import FhirError, PreconditionFailed
+from ..medtech.converter import Converter
+from ..medtech.identity import CreateIdentity, IdentityResolver, PatientReferenceIdentity
+from ..stores.archive import object_name
+from .errors import TransientUserDayError, UpstreamMissing, UserDayError
+from .messages import load_messages
+from .ports import Ports
+
+DEAD_LETTERS = "dead_letters"
+MAX_MERGE_ATTEMPTS = 3
+
+
+@dataclass
+class ObservationsSummary:
+    user_key: str
+    day: str
+    observations: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    devices_written: int = 0
+    dead_letters: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    written_ids: list[str] = field(default_factory=list)
+
+    @property
+    def written(self) -> int:
+        return self.created + self.updated
+
+
+def identity_for(ports: Ports) -> IdentityResolver:
+    """``patient`` (default) references the onboarded Patient; ``create`` behaves like MedTech Create."""
+    if ports.settings.identity_mode == "create":
+        return CreateIdentity()
+    return PatientReferenceIdentity({u.google_sub: u.patient_id for u in ports.users.list()})
+
+
+def convert_user_day(
+    ports: Ports, fhir: FhirClient, templates: tuple[dict[str, Any], dict[str, Any]], day: str, user_key: str
+) -> ObservationsSummary:
+    messages = load_messages(ports, day, user_key)
+    if messages is None:
+        raise UpstreamMissing(user_key, day, "no archived device_messages; materialize device_messages first")
+    converter = Converter(templates[0], templates[1], identity_for(ports))
+    result = converter.convert(messages)
+    summary = ObservationsSummary(user_key, day, observations=len(result.observations))
+    letters = [d.to_dict() for d in result.dead_letters]
+    for letter in letters:
+        summary.dead_letter_reasons[letter["reason"]] = (
+            summary.dead_letter_reasons.get(letter["reason"], 0) + 1
+        )
+    summary.dead_letters = len(letters)
+    name = object_name(DEAD_LETTERS, day, user_key, "dead_letters.ndjson")
+    ports.archive.put(name, b"".join(orjson.dumps(x) + b"\n" for x in letters))
+    try:
+        if result.devices:
+            summary.devices_written = fhir.upsert_many(result.devices).written
+        _write_merged(fhir, result, summary)
+    except PreconditionFailed as exc:
+        raise TransientUserDayError(user_key, day, f"concurrent change on the FHIR server: {exc}") from exc
+    except FhirError as exc:
+        cls = TransientUserDayError if exc.status in (429, 500, 502, 503, 504) else UserDayError
+        raise cls(user_key, day, f"FHIR write failed: {exc}") from exc
+    return summary
+
+
+def _write_merged(fhir: FhirClient, result: Any, summary: ObservationsSummary) -> None:
+    pending = {str(o["id"]): o for o in result.observations}
+    for _ in range(MAX_MERGE_ATTEMPTS):
+        if not pending:
+            return
+        existing = fhir.read_many("Observation", list(pending))
+        entries, is_new, unchanged = [], [], 0
+        for obs_id, new in pending.items():
+            current = existing.get(obs_id)
+            if current is None:
+                entries.append(put_entry(new))
+                is_new.append(True)
+                continue
+            merged, changed = result.merge_observation(current, new)
+            if not changed:
+                unchanged += 1
+                continue
+            entries.append(put_entry(merged, if_match=(current.get("meta") or {}).get("versionId")))
+            is_new.append(False)
+        try:
+            fhir.transaction(entries)
+        except PreconditionFailed:
+            continue  # someone wrote in between: re-read, re-merge, retry
+        summary.unchanged += unchanged
+        summary.created += sum(is_new)
+        summary.updated += len(is_new) - sum(is_new)
+        summary.written_ids.extend(e["resource"]["id"] for e in entries)
+        return
+    raise PreconditionFailed(412, "POST", "transaction", detail="Observations kept changing while merging")

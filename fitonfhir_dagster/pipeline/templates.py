@@ -1,0 +1,53 @@
+"""The MedTech templates the converter uses: the configured files, or generated from the catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..googlefit.catalog import sample_data_sources
+from ..medtech.device_templates import load_device_mapping
+from ..medtech.fhir_templates import load_fhir_mapping
+from ..medtech.templates import generate_templates
+from .ports import Ports
+
+DEVICE_OBJECT = "medtech_templates/devicecontent.json"
+FHIR_OBJECT = "medtech_templates/fhirmapping.json"
+
+
+def _read_json(path: str, variable: str) -> dict[str, Any]:
+    try:
+        return orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"{variable}: cannot read {path}: {exc.strerror}") from exc
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{variable}: {path} is not valid JSON: {exc}") from exc
+
+
+def build_templates(ports: Ports) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(device mapping, FHIR mapping, where they came from); both are validated by loading them."""
+    settings = ports.settings
+    if settings.device_mapping_file:
+        device = _read_json(settings.device_mapping_file, "FITONFHIR_DEVICE_MAPPING")
+        fhir = _read_json(settings.fhir_mapping_file, "FITONFHIR_FHIR_MAPPING")
+        origin = f"files {settings.device_mapping_file}, {settings.fhir_mapping_file}"
+    else:
+        device, fhir = generate_templates(sample_data_sources(), style=settings.template_style)
+        origin = f"generated, style {settings.template_style}"
+    load_device_mapping(device)
+    load_fhir_mapping(fhir)
+    return device, fhir, origin
+
+
+def store_templates(ports: Ports, device: dict[str, Any], fhir: dict[str, Any]) -> None:
+    ports.archive.put(DEVICE_OBJECT, orjson.dumps(device, option=orjson.OPT_INDENT_2))
+    ports.archive.put(FHIR_OBJECT, orjson.dumps(fhir, option=orjson.OPT_INDENT_2))
+
+
+def load_templates(ports: Ports) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    device, fhir = ports.archive.get(DEVICE_OBJECT), ports.archive.get(FHIR_OBJECT)
+    if device is None or fhir is None:
+        return None
+    return orjson.loads(device), orjson.loads(fhir)

@@ -1,0 +1,53 @@
+"""``fitonfhir sandbox``: serve the Google OAuth + Fit emulator and the sandbox FHIR server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+
+from fitonfhir_dagster.config import SANDBOX_CLIENT_ID, Settings
+
+
+@click.command()
+@click.option(
+    "--host", default=None, help="Loopback address to bind (default: host of FITONFHIR_SANDBOX_URL)."
+)
+@click.option("--port", type=int, default=None, help="Port (default: port of FITONFHIR_SANDBOX_URL, 8765).")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State directory (default: $FITONFHIR_HOME/sandbox).",
+)
+@click.option("--rotate-refresh-tokens", is_flag=True, help="Return a new refresh token on every refresh.")
+def sandbox(host: str | None, port: int | None, home: Path | None, rotate_refresh_tokens: bool) -> None:
+    """Run the local Google (OAuth + Fit REST) and FHIR stand-ins on loopback."""
+    from fitonfhir_dagster.sandbox.context import ClientSpec
+    from fitonfhir_dagster.sandbox.server import NotLoopback, base_url_for, check_loopback, serve
+
+    settings = Settings.from_env()
+    configured = urlsplit(settings.sandbox_url)
+    host = host or configured.hostname or "127.0.0.1"
+    port = port or configured.port or 8765
+    try:
+        check_loopback(host)
+    except NotLoopback as exc:
+        raise click.BadParameter(str(exc), param_hint="--host") from exc
+    same = (configured.hostname, configured.port) == (host, port)
+    url = settings.sandbox_url if same else base_url_for(host, port)
+    home = (home or settings.home / "sandbox").resolve()
+    clients: tuple[ClientSpec, ...] = ()
+    if settings.google_client_id != SANDBOX_CLIENT_ID:
+        clients = (ClientSpec(settings.google_client_id, settings.google_client_secret),)
+    click.echo(f"Fit on FHIR sandbox (state in {home})")
+    click.echo(f"  Google OAuth authorize  {url}/o/oauth2/v2/auth")
+    click.echo(f"  Google OAuth token      {url}/token")
+    click.echo(f"  Google OAuth revoke     {url}/revoke")
+    click.echo(f"  OpenID configuration    {url}/.well-known/openid-configuration")
+    click.echo(f"  Google Fit REST v1      {url}/fitness/v1/")
+    click.echo(f"  FHIR R4                 {url}/fhir")
+    click.echo(f"  Control API             {url}/_sandbox/faults")
+    click.echo(f"  OAuth client            {SANDBOX_CLIENT_ID} / (secret from config)")
+    serve(home, host, port, base_url=url, clients=clients, rotate_refresh_tokens=rotate_refresh_tokens)
