@@ -30,7 +30,7 @@ from .errors import (
 from .oauth import OnRefreshToken, UserTokens
 from .ratelimit import RequestLimiter
 from .retry import RetryPolicy, Sleep, is_retryable_status, parse_retry_after
-from .wire import BadPoint, BadPointMode, parse_dataset, point_identity
+from .wire import BadPoint, BadPointMode, parse_dataset, paused_gc
 
 NS_PER_SECOND = 1_000_000_000
 STREAM_POLICIES = ("merged", "all")
@@ -156,7 +156,12 @@ def _google_error(response: requests.Response) -> str:
 
 
 class GoogleFitClient:
-    """One user's Google Fit API client. Thread-safe: limiter and tokens are shared by all requests."""
+    """One user's Google Fit API client. Thread-safe: limiter and tokens are shared by all requests.
+
+    ``sleep`` is used for retry backoff (and by the default limiter); tests inject a recorder.
+    ``stats`` holds lifetime HTTP totals (api_calls, retries, pages, bytes, bad_points); each
+    :meth:`fetch_day` also returns its own counters.
+    """
 
     def __init__(
         self,
@@ -373,20 +378,32 @@ def assign_to_day(
     neighbour day) and identical points (start, end, values) on several pages are kept once; both
     are counted in ``stats``. Pages left without points (and without bad points) are dropped.
     """
-    stats = stats if stats is not None else FetchStats()
-    seen: set[tuple[int, int, bytes]] = set()
+    with paused_gc():
+        return _assign_to_day(pages, start_ns, end_ns, stats if stats is not None else FetchStats())
+
+
+def _assign_to_day(
+    pages: list[DatasetPage], start_ns: int, end_ns: int, stats: FetchStats
+) -> list[DatasetPage]:
+    seen: dict[tuple[int, int], list[Any]] = {}  # (start, end) -> the distinct value lists seen
     kept_pages = []
     for page in pages:
         kept = []
         for point in page.points:
-            if not start_ns <= point["startTimeNanos"] <= end_ns:
+            start = point["startTimeNanos"]
+            if not start_ns <= start <= end_ns:
                 stats.outside_day += 1
                 continue
-            identity = point_identity(point)
-            if identity in seen:
+            key = (start, point["endTimeNanos"])
+            values = point["value"]
+            earlier = seen.get(key)
+            if earlier is None:
+                seen[key] = [values]
+            elif values in earlier:  # list/dict equality: key order inside a value does not matter
                 stats.duplicates += 1
                 continue
-            seen.add(identity)
+            else:
+                earlier.append(values)
             kept.append(point)
         page.dataset["point"] = kept
         stats.points += len(kept)

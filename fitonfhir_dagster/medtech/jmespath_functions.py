@@ -245,7 +245,51 @@ def _compile_node(node: dict[str, Any]) -> Compiled:
             return lambda value: function(*[_number_arg(name, arg(value)) for arg in args])
         call = _FUNCTIONS.call_function
         return lambda value: call(name, [arg(value) for arg in args])
+    compiled = _compile_collection_node(kind, node, children)
+    if compiled is not None:
+        return compiled
     return lambda value: _INTERPRETER.visit(node, value)
+
+
+def _is_false(value: Any) -> bool:
+    """JMESPath falsiness: empty string, list or object, null and false (0 is true)."""
+    return value is None or value is False or value == "" or value == [] or value == {}
+
+
+def _compile_collection_node(kind: str, node: dict[str, Any], children: list[Any]) -> Compiled | None:
+    """Closures for the node kinds of the enum lookups and projections; None to use the interpreter."""
+    if kind == "multi_select_list":
+        items = [_compile_node(child) for child in children]
+        return lambda value: None if value is None else [item(value) for item in items]
+    if kind == "multi_select_dict":
+        pairs = [(child["value"], _compile_node(child["children"][0])) for child in children]
+        return lambda value: None if value is None else {key: item(value) for key, item in pairs}
+    if kind == "comparator" and node["value"] in ("eq", "ne"):
+        compare = _INTERPRETER.COMPARATOR_FUNC[node["value"]]
+        left, right = _compile_node(children[0]), _compile_node(children[1])
+        return lambda value: compare(left(value), right(value))
+    if kind in ("projection", "filter_projection"):
+        base_of = _compile_node(children[0])
+        each = _compile_node(children[1])
+        condition = _compile_node(children[2]) if kind == "filter_projection" else None
+
+        def projection(value: Any) -> Any:
+            base = base_of(value)
+            if type(base) is not list:
+                return None
+            collected = []
+            for element in base:
+                if condition is not None and _is_false(condition(element)):
+                    continue
+                current = each(element)
+                if current is not None:
+                    collected.append(current)
+            return collected
+
+        return projection
+    if kind == "identity":
+        return lambda value: value
+    return None
 
 
 def _function_names(node: dict[str, Any]) -> list[str]:

@@ -233,3 +233,12 @@ def test_identifier_values_with_commas_and_backslashes_are_escaped(fhir_server):
         observation("ignored", ident=tricky), identifier_query(SYSTEM, tricky)
     )
     assert not created and stored["id"] == f"esc-{tag}"
+
+
+def test_delete_then_read_gives_none_and_deleting_again_is_harmless(fhir_server):
+    client = fhir_server.client()
+    rid = f"del-{unique()}"
+    client.update(observation(rid))
+    client.delete("Observation", rid)
+    assert client.read("Observation", rid) is None
+    client.delete("Observation", rid)

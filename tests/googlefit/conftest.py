@@ -28,18 +28,19 @@ class RecordingSleep:
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory) -> Iterator[SandboxHandle]:
+def sandbox_server(tmp_path_factory) -> Iterator[SandboxHandle]:
     with running_sandbox(tmp_path_factory.mktemp("googlefit-sandbox")) as handle:
         yield handle
 
 
-@pytest.fixture(autouse=True)
-def _no_leftover_faults(sandbox: SandboxHandle) -> Iterator[None]:
-    sandbox.clear_faults()
-    sandbox.set_refresh_rotation(False)
-    yield
-    sandbox.clear_faults()
-    sandbox.set_refresh_rotation(False)
+@pytest.fixture
+def sandbox(sandbox_server: SandboxHandle) -> Iterator[SandboxHandle]:
+    """The module's sandbox, without faults or token rotation left over from another test."""
+    sandbox_server.clear_faults()
+    sandbox_server.set_refresh_rotation(False)
+    yield sandbox_server
+    sandbox_server.clear_faults()
+    sandbox_server.set_refresh_rotation(False)
 
 
 @pytest.fixture

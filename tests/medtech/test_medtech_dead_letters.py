@@ -151,7 +151,7 @@ def test_iot_templates_read_device_and_time_from_event_properties_with_the_enque
     assert obs["valueSampledData"]["data"] == "70"
 
 
-def test_merging_into_another_value_type_inside_one_batch_is_dead_lettered_as_not_supported():
+def test_type_names_differing_in_case_share_the_fhir_template_but_not_the_identifier():
     device = copy.deepcopy(IOT_DEVICE)
     second = copy.deepcopy(device["template"][0])
     second["template"]["typeName"] = "HR"

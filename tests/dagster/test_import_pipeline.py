@@ -1,0 +1,118 @@
+"""The import through Dagster: fetched, archived, converted and written once; bad users never block others."""
+
+import dagster as dg
+import orjson
+import pytest
+
+from fitonfhir_dagster.automation import range_run_request
+from fitonfhir_dagster.definitions import defs
+from fitonfhir_dagster.fhir.client import FhirClient
+from fitonfhir_dagster.stores.factory import open_archive, open_users_table
+from fitonfhir_dagster.stores.users import UserState
+
+DAY1, DAY2 = "2026-11-20", "2026-11-21"
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def _run(instance, first_user, last_user, first_day=DAY1, last_day=DAY2):
+    from datetime import date
+
+    tags = range_run_request(
+        date.fromisoformat(first_day), date.fromisoformat(last_day), first_user, last_user, "t"
+    ).tags
+    job = defs.resolve_job_def("user_day_import")
+    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=QUIET)
+
+
+def _meta(result, node, key):
+    return {
+        m.partition: m.metadata[key].value
+        for m in result.asset_materializations_for_node(node)
+        if key in m.metadata
+    }
+
+
+def _checks(result):
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture
+def instance(world):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("users", [u.key for u in world.users])
+        templates = dg.materialize(
+            [defs.resolve_assets_def("medtech_templates")], instance=instance, run_config=QUIET
+        )
+        assert templates.success
+        yield instance
+
+
+def test_two_users_two_days_are_imported_once_and_rerunning_writes_nothing(world, instance):
+    first, second = world.users
+    result = _run(instance, first.key, second.key)
+    assert result.success
+    points = _meta(result, "fit_datasets", "points")
+    assert len(points) == 4 and all(n > 0 for n in points.values())
+    messages = _meta(result, "device_messages", "points")
+    assert messages == points  # every fetched point went into the device messages
+    created = _meta(result, "fhir_observations", "created")
+    assert sum(created.values()) > 0
+    assert _checks(result) == {
+        "points_within_partition_day": True,
+        "no_malformed_points": True,
+        "every_point_in_exactly_one_message": True,
+        "no_dead_letters": True,
+        "written_sample_validates_r4b": True,
+    }
+    fhir = FhirClient.from_settings(world.settings)
+    total = fhir.search_bundle("Observation", {"_summary": "count"})["total"]
+    patient_obs = fhir.search("Observation", {"subject": f"Patient/{first.patient_id}", "_count": "1000"})
+    assert patient_obs and all(o["subject"]["reference"] == f"Patient/{first.patient_id}" for o in patient_obs)
+
+    again = _run(instance, first.key, second.key)
+    assert again.success
+    assert sum(_meta(again, "fhir_observations", "created").values()) == 0
+    assert sum(_meta(again, "fhir_observations", "updated").values()) == 0
+    assert sum(_meta(again, "fhir_observations", "unchanged").values()) == sum(created.values())
+    assert fhir.search_bundle("Observation", {"_summary": "count"})["total"] == total
+    archive = open_archive(world.settings)
+    names = list(archive.list("device_messages/"))
+    assert len(names) == 4  # one NDJSON object per user-day, overwritten, never appended
+
+
+def test_a_revoked_user_fails_alone_and_is_marked_unauthorized(world, instance):
+    first, second = world.users
+    world.sandbox.revoke_user(first.google_sub)
+    result = _run(instance, first.key, second.key, DAY1, DAY1)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "user marked unauthorized" in failure.step_failure_data.error.message
+    assert first.key in failure.step_failure_data.error.message
+    assert result.retry_attempts_for_node("fit_datasets") == 0  # consent errors are not retried
+    assert open_users_table(world.settings).get(first.key).state is UserState.UNAUTHORIZED
+    # the other user of the same run was fetched, archived and materialized regardless
+    materialized = instance.get_materialized_partitions(dg.AssetKey("fit_datasets"))
+    assert f"{DAY1}|{second.key}" in materialized and f"{DAY1}|{first.key}" not in materialized
+    assert open_archive(world.settings).get(f"fit_datasets/date={DAY1}/user={second.key}/datasets.json")
+
+
+def test_malformed_points_are_dead_lettered_with_their_reason_and_flagged(world, instance):
+    first, _ = world.users
+    world.sandbox.add_fault(path="merge_heart_rate_bpm/datasets/", malformed="wrong_value_type", count=1)
+    result = _run(instance, first.key, first.key, DAY1, DAY1)
+    assert result.success
+    assert _meta(result, "fit_datasets", "bad_points") == {f"{DAY1}|{first.key}": 1}
+    assert _checks(result)["no_malformed_points"] is False
+    document = orjson.loads(
+        open_archive(world.settings).get(f"fit_datasets/date={DAY1}/user={first.key}/datasets.json")
+    )
+    [bad] = document["badPoints"]
+    assert "fpVal" in bad["reason"] or "intVal" in bad["reason"]
+
+
+def test_google_outage_is_retried_by_the_client_and_the_run_still_succeeds(world, instance):
+    first, _ = world.users
+    world.sandbox.add_fault(path="/datasets/", status=503, count=2)
+    result = _run(instance, first.key, first.key, DAY1, DAY1)
+    assert result.success
+    assert _meta(result, "fit_datasets", "api_calls")[f"{DAY1}|{first.key}"] >= 2
