@@ -100,7 +100,9 @@ def main() -> None:
     assert not result.dead_letters, result.dead_letters[:3]
     observations = len(result.observations)
     print(f"messages: {len(messages)}, points: {points}, Observations: {observations}")
-    print(f"conversion: {seconds:.3f} s, {points / seconds:,.0f} points/s, {observations / seconds:,.0f} Observations/s")
+    print(
+        f"conversion: {seconds:.3f} s, {points / seconds:,.0f} points/s, {observations / seconds:,.0f} Observations/s"
+    )
 
     sample = result.observations
     baseline_seconds, _ = best_of(1, lambda: [Observation.model_validate(o) for o in sample])

@@ -85,6 +85,7 @@ class Settings:
     fhir_url: str
     fhir_auth: str  # "none" | "bearer" | "azure"
     fhir_token: str = field(repr=False)
+    fhir_bundle_size: int
     vault_key: str = field(repr=False)
     eventhub_connection_string: str = field(repr=False)
     eventhub_namespace: str
@@ -167,6 +168,7 @@ class Settings:
             fhir_url=env.get("FITONFHIR_FHIR_URL", f"{sandbox}/fhir").rstrip("/"),
             fhir_auth=fhir_auth,
             fhir_token=env.get("FITONFHIR_FHIR_TOKEN", ""),
+            fhir_bundle_size=_int(env, "FITONFHIR_FHIR_BUNDLE_SIZE", 500, minimum=1),
             vault_key=env.get("FITONFHIR_VAULT_KEY", ""),
             eventhub_connection_string=env.get("FITONFHIR_EVENTHUB_CONNECTION_STRING", ""),
             eventhub_namespace=env.get("FITONFHIR_EVENTHUB_NAMESPACE", ""),

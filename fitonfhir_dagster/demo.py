@@ -19,7 +19,6 @@ from .local import local_services, prepare_dagster_home
 from .partitions import USERS
 from .sandbox_onboarding import onboard_sandbox_user, sandbox_email
 
-
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -102,7 +101,9 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
                 instance=instance, tags=request.tags, raise_on_error=False, run_config=QUIET
             )
             if not result.success:
-                raise SystemExit(f"the Dagster run for {user.key} failed (run id {result.run_id}); see the Dagster UI")
+                raise SystemExit(
+                    f"the Dagster run for {user.key} failed (run id {result.run_id}); see the Dagster UI"
+                )
             user.messages = _materialized(result, "device_messages", "messages")
             user.observations_written = _materialized(result, "fhir_observations", "created") + _materialized(
                 result, "fhir_observations", "updated"
@@ -132,7 +133,9 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
 def print_report(report: DemoReport, echo=print) -> None:
     echo("")
     echo(f"Imported {report.first_day} .. {report.last_day} (UTC days)")
-    echo(f"{'user':<14} {'account':<26} {'days':>4} {'points':>8} {'messages':>8} {'obs written':>11} {'dead':>5}")
+    echo(
+        f"{'user':<14} {'account':<26} {'days':>4} {'points':>8} {'messages':>8} {'obs written':>11} {'dead':>5}"
+    )
     for u in report.users:
         echo(
             f"{u.key:<14} {u.email:<26} {u.days:>4} {u.points:>8} {u.messages:>8}"

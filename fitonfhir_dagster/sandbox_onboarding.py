@@ -51,7 +51,12 @@ def onboard_sandbox_user(onboarding_url: str, index: int, timeout: float = 30) -
     done = onboarding_url + "/done"
     answer = http.get(
         onboarding_url + "/api/googlefit/authorize",
-        params={"external_id": external_id, "external_system": SANDBOX_SYSTEM, "redirect_url": done, "state": external_id},
+        params={
+            "external_id": external_id,
+            "external_system": SANDBOX_SYSTEM,
+            "redirect_url": done,
+            "state": external_id,
+        },
         headers={"Accept": "application/json"},
         timeout=timeout,
     )
@@ -71,7 +76,9 @@ def onboard_sandbox_user(onboarding_url: str, index: int, timeout: float = 30) -
     )
     callback = decision.headers.get("location", "")
     if decision.status_code != 302 or not callback.startswith(onboarding_url):
-        raise SandboxOnboardingError(f"consent did not redirect to the onboarding callback (HTTP {decision.status_code})")
+        raise SandboxOnboardingError(
+            f"consent did not redirect to the onboarding callback (HTTP {decision.status_code})"
+        )
     final = http.get(callback, allow_redirects=False, timeout=timeout)
     location = final.headers.get("location", "")
     query = parse_qs(urlsplit(location).query)

@@ -93,6 +93,7 @@ class FhirClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> FhirClient:
+        kwargs.setdefault("bundle_size", settings.fhir_bundle_size)
         return cls(settings.fhir_url, auth=auth_from_settings(settings), **kwargs)
 
     # ------------------------------------------------------------------ transport

@@ -21,7 +21,9 @@ class Field:
 
     @property
     def value_key(self) -> str:
-        return {"floatPoint": "fpVal", "integer": "intVal", "string": "stringVal", "map": "mapVal"}[self.format]
+        return {"floatPoint": "fpVal", "integer": "intVal", "string": "stringVal", "map": "mapVal"}[
+            self.format
+        ]
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,9 @@ ENUMS: dict[str, tuple[str, ...]] = {
 def is_merged_stream(data_stream_id: str) -> bool:
     """Google's de-duplicated union streams ("merge_*"/"merged" from com.google.android.gms)."""
     parts = data_stream_id.split(":")
-    return parts[0] == "derived" and len(parts) >= 4 and parts[2] == "com.google.android.gms" and (
-        parts[-1].startswith("merge")
+    return (
+        parts[0] == "derived"
+        and len(parts) >= 4
+        and parts[2] == "com.google.android.gms"
+        and (parts[-1].startswith("merge"))
     )

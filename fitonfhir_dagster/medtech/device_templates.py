@@ -105,10 +105,10 @@ class Expression:
         else:
             self._jsonpath = compile_jsonpath(text)
 
-    def select(self, data: Any) -> list[Any]:
-        """Every match (a type match: each token is one measurement)."""
+    def select(self, data: Any, cache: dict[Any, Any] | None = None) -> list[Any]:
+        """Every match (a type match: each token is one measurement); ``cache``: one dict per message."""
         if self._jsonpath is not None:
-            return self._jsonpath.select(data)
+            return self._jsonpath.select(data, cache)
         assert self._jmespath is not None
         try:
             result = self._jmespath.evaluate(data)
@@ -119,6 +119,12 @@ class Expression:
         if self._jmespath.is_projection and type(result) is list:
             return [item for item in result if item is not None]
         return [result]
+
+    @property
+    def reads_message_only(self) -> bool:
+        """A plain JSONPath chain not starting at ``matchedToken``: the same for every match of a message."""
+        fields = self._jsonpath.simple_fields if self._jsonpath is not None else None
+        return bool(fields) and fields is not None and fields[0] != "matchedToken"
 
     def select_one(self, data: Any) -> Any:
         """The single value, ``None`` for JSON null, ``MISSING`` when nothing is found."""

@@ -140,9 +140,11 @@ class _Operand:
 class _Filter:
     """A filter expression tree compiled to a predicate ``(root, current) -> bool``."""
 
-    def __init__(self, predicate: Predicate, uses_current: bool):
+    def __init__(self, predicate: Predicate, uses_current: bool, field_key: tuple[str, str] | None = None):
         self.predicate = predicate
         self.uses_current = uses_current
+        # (name, text) when the filter is exactly ``@name == 'text'``: scans can then use an index.
+        self.field_key = field_key
 
 
 def _comparison(left: _Operand, op: str | None, right: _Operand | None) -> _Filter:
@@ -162,7 +164,7 @@ def _comparison(left: _Operand, op: str | None, right: _Operand | None) -> _Filt
             def field_equals(root: Any, cur: Any) -> bool:
                 return type(cur) is dict and cur.get(name, MISSING) == literal and type(cur[name]) is str
 
-            return _Filter(field_equals, True)
+            return _Filter(field_equals, True, (name, literal))
 
         def field_matches(root: Any, cur: Any) -> bool:
             if type(cur) is not dict:
@@ -462,7 +464,8 @@ class _HoistableAnd(_Filter):
         super().__init__(combined.predicate, combined.uses_current)
         self.root_terms = [t.predicate for t in terms if not t.uses_current]
         current_terms = [t for t in terms if t.uses_current]
-        self.current_only = _and(current_terms).predicate if current_terms else None
+        self.current_filter = _and(current_terms) if current_terms else None
+        self.current_only = self.current_filter.predicate if self.current_filter else None
 
 
 def _prepare(predicate: _Filter, root: Any) -> Predicate | None:
@@ -535,12 +538,54 @@ def _filter_step(predicate: _Filter) -> Step:
     return step
 
 
-def _scan_filter(predicate: _Filter) -> Step:
-    def step(nodes: list[Any], root: Any) -> list[Any]:
-        test = _prepare(predicate, root)
+def _index_by_field(node: Any, name: str) -> dict[str, list[Any]]:
+    """Every object under ``node`` (itself included, document order) by its string ``name`` value."""
+    index: dict[str, list[Any]] = {}
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        kind = type(current)
+        if kind is dict:
+            found = current.get(name)
+            if type(found) is str:
+                bucket = index.get(found)
+                if bucket is None:
+                    index[found] = [current]
+                else:
+                    bucket.append(current)
+            if current:
+                stack.extend(reversed(current.values()))
+        elif kind is list and current:
+            stack.extend(reversed(current))
+    return index
+
+
+class _ScanFilter:
+    """``..[?(...)]``: every node of the subtree, the start included, that passes the filter."""
+
+    def __init__(self, predicate: _Filter):
+        self.predicate = predicate
+        current = predicate.current_filter if isinstance(predicate, _HoistableAnd) else predicate
+        self.field_key = current.field_key if current is not None else None
+
+    def __call__(self, nodes: list[Any], root: Any) -> list[Any]:
+        return self.run(nodes, root, None)
+
+    def run(self, nodes: list[Any], root: Any, cache: dict[Any, Any] | None) -> list[Any]:
+        test = _prepare(self.predicate, root)
         if test is None:
             return []
         out: list[Any] = []
+        if self.field_key is not None and cache is not None:
+            # Same message, many templates: index the objects by the field once, then look up.
+            name, literal = self.field_key
+            for node in nodes:
+                key = (id(node), name)
+                index = cache.get(key)
+                if index is None:
+                    index = cache[key] = _index_by_field(node, name)
+                out.extend(index.get(literal, ()))
+            return out
         for node in nodes:
             stack = [node]
             while stack:
@@ -555,7 +600,9 @@ def _scan_filter(predicate: _Filter) -> Step:
                     stack.extend(reversed(current))
         return out
 
-    return step
+
+def _scan_filter(predicate: _Filter) -> Step:
+    return _ScanFilter(predicate)
 
 
 def _scan_then(inner: Step) -> Step:
@@ -601,17 +648,21 @@ class JsonPath:
             return None
         return self._simple
 
-    def select_from(self, start: Any, root: Any) -> list[Any]:
+    def select_from(self, start: Any, root: Any, cache: dict[Any, Any] | None = None) -> list[Any]:
         nodes = [start]
         for step in self._steps:
             if not nodes:
                 return nodes
-            nodes = step(nodes, root)
+            nodes = step.run(nodes, root, cache) if isinstance(step, _ScanFilter) else step(nodes, root)
         return nodes
 
-    def select(self, data: Any) -> list[Any]:
-        """All tokens the path finds, in Json.NET order; ``data`` is both start node and ``$``."""
-        return self.select_from(data, data)
+    def select(self, data: Any, cache: dict[Any, Any] | None = None) -> list[Any]:
+        """All tokens the path finds, in Json.NET order; ``data`` is both start node and ``$``.
+
+        ``cache`` (a fresh dict per message, shared by the templates) lets recursive field filters
+        index the message once; never reuse it after the message changed.
+        """
+        return self.select_from(data, data, cache)
 
     def select_one(self, data: Any) -> Any:
         """The single token found, or ``MISSING``; several tokens raise ``JsonPathMultipleTokensError``."""

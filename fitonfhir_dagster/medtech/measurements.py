@@ -163,9 +163,10 @@ class MeasurementExtractor:
     ) -> tuple[list[Measurement], list[MatchFailure]]:
         measurements: list[Measurement] = []
         failures: list[MatchFailure] = []
+        scan_cache: dict[Any, Any] = {}
         for template in self.templates:
             try:
-                matches = template.type_match.select(wrapped)
+                matches = template.type_match.select(wrapped, scan_cache)
             except ExpressionError as exc:
                 failures.append(
                     MatchFailure(
@@ -176,10 +177,13 @@ class MeasurementExtractor:
                 )
                 continue
             scoped = template.matched_token_scope
+            memo: dict[int, Any] = {}
             for match_index, token in enumerate(matches):
                 scope = {**wrapped, "matchedToken": token} if scoped else token
                 try:
-                    measurements.append(self._measure(template, scope, message_index))
+                    measurements.append(
+                        self._measure(template, scope, message_index, memo if scoped else None)
+                    )
                 except ConversionError as exc:
                     exc.detail = f"{template.where}, match {match_index}"
                     failures.append(MatchFailure(exc, template.index, match_index))
@@ -193,14 +197,24 @@ class MeasurementExtractor:
         yield from found
 
     @staticmethod
-    def _select(expression: Expression, scope: Any, name: str) -> Any:
+    def _select(expression: Expression, scope: Any, name: str, memo: dict[int, Any] | None = None) -> Any:
+        """One value; ``memo`` (per message and template) keeps values that do not depend on the match."""
+        if memo is not None and expression.reads_message_only:
+            key = id(expression)
+            if key in memo:
+                return memo[key]
         try:
-            return expression.select_one(scope)
+            value = expression.select_one(scope)
         except ExpressionError as exc:
             raise TemplateExpressionException(f"{name}: {exc}") from None
+        if memo is not None and expression.reads_message_only:
+            memo[id(expression)] = value
+        return value
 
-    def _required_text(self, expression: Expression, scope: Any, name: str) -> str:
-        value = self._select(expression, scope, name)
+    def _required_text(
+        self, expression: Expression, scope: Any, name: str, memo: dict[int, Any] | None = None
+    ) -> str:
+        value = self._select(expression, scope, name, memo)
         if _blank(value):
             raise IncompatibleDataException(
                 f"Unable to extract required value for [{name}] using {expression.text}"
@@ -212,10 +226,12 @@ class MeasurementExtractor:
                 f"Unable to convert value for [{name}] using {expression.text}: {type(value).__name__} is not a value"
             ) from None
 
-    def _optional_text(self, expression: Expression | None, scope: Any, name: str) -> str | None:
+    def _optional_text(
+        self, expression: Expression | None, scope: Any, name: str, memo: dict[int, Any] | None = None
+    ) -> str | None:
         if expression is None:
             return None
-        value = self._select(expression, scope, name)
+        value = self._select(expression, scope, name, memo)
         if _blank(value):
             return None
         try:
@@ -223,8 +239,10 @@ class MeasurementExtractor:
         except _NotText:
             return None
 
-    def _measure(self, template: ContentTemplate, scope: Any, message_index: int) -> Measurement:
-        device_id = self._required_text(template.device_id, scope, "DeviceId")
+    def _measure(
+        self, template: ContentTemplate, scope: Any, message_index: int, memo: dict[int, Any] | None = None
+    ) -> Measurement:
+        device_id = self._required_text(template.device_id, scope, "DeviceId", memo)
         raw_time = self._select(template.timestamp, scope, "Timestamp")
         if _blank(raw_time) and template.timestamp_fallback is not None:
             raw_time = self._select(template.timestamp_fallback, scope, "Timestamp")
@@ -262,8 +280,8 @@ class MeasurementExtractor:
             type=template.type_name,
             device_id=device_id,
             occurrence_ticks=ticks,
-            patient_id=self._optional_text(template.patient_id, scope, "PatientId"),
-            encounter_id=self._optional_text(template.encounter_id, scope, "EncounterId"),
+            patient_id=self._optional_text(template.patient_id, scope, "PatientId", memo),
+            encounter_id=self._optional_text(template.encounter_id, scope, "EncounterId", memo),
             correlation_id=correlation_id,
             properties=properties,
             message_index=message_index,

@@ -77,6 +77,7 @@ def format_period_instant(ticks: int) -> str:
     return f"{_day_text(day)[0]}T{hour:02d}:{minute:02d}:{second:02d}.{frac:07d}Z"
 
 
+@lru_cache(maxsize=16)
 def format_issued(ticks: int) -> str:
     """``2023-11-14T23:00:05.1234567+00:00``: how MedTech writes ``issued``."""
     return format_period_instant(ticks)[:-1] + "+00:00"

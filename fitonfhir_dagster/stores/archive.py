@@ -16,7 +16,12 @@ from .keys import check_user_key, safe_segment
 
 def object_name(kind: str, day: str, user_key: str, name: str) -> str:
     return "/".join(
-        (safe_segment(kind), f"date={safe_segment(day)}", f"user={check_user_key(user_key)}", safe_segment(name))
+        (
+            safe_segment(kind),
+            f"date={safe_segment(day)}",
+            f"user={check_user_key(user_key)}",
+            safe_segment(name),
+        )
     )
 
 

@@ -65,7 +65,9 @@ class LocalTokenVault:
         try:
             return self._fernet.decrypt(path.read_bytes()).decode()
         except InvalidToken as exc:
-            raise VaultError(f"vault entry for {user_key} cannot be decrypted with the configured key") from exc
+            raise VaultError(
+                f"vault entry for {user_key} cannot be decrypted with the configured key"
+            ) from exc
 
     def delete(self, user_key: str) -> None:
         self._path(user_key).unlink(missing_ok=True)

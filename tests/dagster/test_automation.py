@@ -24,8 +24,14 @@ def _onboard(users, n):
 
 
 def test_initial_history_is_the_complete_days_before_today_bounded_by_the_start_date():
-    assert initial_history(date(2026, 11, 29), 30, date(2025, 1, 1)) == (date(2026, 10, 30), date(2026, 11, 28))
-    assert initial_history(date(2026, 11, 29), 30, date(2026, 11, 20)) == (date(2026, 11, 20), date(2026, 11, 28))
+    assert initial_history(date(2026, 11, 29), 30, date(2025, 1, 1)) == (
+        date(2026, 10, 30),
+        date(2026, 11, 28),
+    )
+    assert initial_history(date(2026, 11, 29), 30, date(2026, 11, 20)) == (
+        date(2026, 11, 20),
+        date(2026, 11, 28),
+    )
     assert initial_history(date(2026, 11, 29), 30, date(2026, 11, 29)) is None
 
 

@@ -18,7 +18,10 @@ def _free_port() -> int:
 
 def _demo(tmp_path, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FITONFHIR_", "DAGSTER_"))}
-    env |= {"FITONFHIR_HOME": str(tmp_path / "home"), "FITONFHIR_SANDBOX_URL": f"http://127.0.0.1:{_free_port()}"}
+    env |= {
+        "FITONFHIR_HOME": str(tmp_path / "home"),
+        "FITONFHIR_SANDBOX_URL": f"http://127.0.0.1:{_free_port()}",
+    }
     done = subprocess.run(
         [str(FITONFHIR), "demo", *args], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
     )

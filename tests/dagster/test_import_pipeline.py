@@ -67,7 +67,9 @@ def test_two_users_two_days_are_imported_once_and_rerunning_writes_nothing(world
     fhir = FhirClient.from_settings(world.settings)
     total = fhir.search_bundle("Observation", {"_summary": "count"})["total"]
     patient_obs = fhir.search("Observation", {"subject": f"Patient/{first.patient_id}", "_count": "1000"})
-    assert patient_obs and all(o["subject"]["reference"] == f"Patient/{first.patient_id}" for o in patient_obs)
+    assert patient_obs and all(
+        o["subject"]["reference"] == f"Patient/{first.patient_id}" for o in patient_obs
+    )
 
     again = _run(instance, first.key, second.key)
     assert again.success

@@ -84,7 +84,9 @@ def source_by_stream(stream_id: str) -> dict[str, Any]:
     return next(s for s in data_sources() if s["dataStreamId"] == stream_id)
 
 
-def heart_rate_message(bpms: list[float], start_ns: int = T0_NS, step_ns: int = 1_000_000_000) -> dict[str, Any]:
+def heart_rate_message(
+    bpms: list[float], start_ns: int = T0_NS, step_ns: int = 1_000_000_000
+) -> dict[str, Any]:
     source = source_by_stream("derived:com.google.heart_rate.bpm:com.google.android.gms:merge_heart_rate_bpm")
     points = [
         point("com.google.heart_rate.bpm", start_ns + i * step_ns, [value_entry("floatPoint", bpm)])

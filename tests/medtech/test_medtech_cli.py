@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from medtech_fitdata import FIXTURES, SUB, heart_rate_message
 
 FITONFHIR = Path(sys.executable).with_name("fitonfhir")
@@ -57,7 +56,9 @@ def test_bad_template_exits_2_naming_file_template_and_line(tmp_path):
     broken["template"][2]["template"]["typeMatchExpression"] = "$..[?(@dataTypeName == 'x'"
     device = tmp_path / "devicecontent.json"
     device.write_text(json.dumps(broken, indent=2))
-    line = [n for n, text in enumerate(device.read_text().splitlines(), 1) if text.strip() == '"template": {'][2]
+    line = [
+        n for n, text in enumerate(device.read_text().splitlines(), 1) if text.strip() == '"template": {'
+    ][2]
     messages = ndjson(tmp_path / "m.ndjson", heart_rate_message([72.0]))
     done = run("--device-mapping", device, "--fhir-mapping", FHIR, messages)
     assert done.returncode == 2
@@ -65,7 +66,7 @@ def test_bad_template_exits_2_naming_file_template_and_line(tmp_path):
     assert "invalid JSONPath" in done.stderr and done.stdout == ""
 
 
-@pytest.mark.parametrize("content", ["{\"point\": [}\n", "not json\n"])
+@pytest.mark.parametrize("content", ['{"point": [}\n', "not json\n"])
 def test_bad_input_line_exits_2_naming_file_and_line(tmp_path, content):
     messages = tmp_path / "m.ndjson"
     messages.write_text(json.dumps(heart_rate_message([72.0])) + "\n" + content)

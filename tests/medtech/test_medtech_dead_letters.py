@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+from medtech_fitdata import SUB, fixture_json, fixture_text, heart_rate_message
+
 from fitonfhir_dagster.medtech.converter import Converter, DeviceEvent
 from fitonfhir_dagster.medtech.identity import (
     CreateIdentity,
@@ -11,7 +13,6 @@ from fitonfhir_dagster.medtech.identity import (
     LookupIdentity,
     PatientReferenceIdentity,
 )
-from medtech_fitdata import SUB, fixture_json, fixture_text, heart_rate_message
 
 DEVICE = fixture_text("devicecontent.json")
 FHIR = fixture_text("fhirmapping.json")
@@ -89,7 +90,10 @@ def test_lookup_mode_needs_one_linked_device():
     missing = Converter(DEVICE, FHIR, LookupIdentity({}), clock=lambda: 0).convert([message])
     assert reasons(missing) == ["FhirResourceNotFoundException"]
     unlinked = Converter(DEVICE, FHIR, LookupIdentity({HR_DEVICE: DeviceLink("d1", None)})).convert([message])
-    assert reasons(unlinked) == ["FhirResourceNotFoundException"] and "not linked" in unlinked.dead_letters[0].error
+    assert (
+        reasons(unlinked) == ["FhirResourceNotFoundException"]
+        and "not linked" in unlinked.dead_letters[0].error
+    )
     twice = LookupIdentity.from_resources(
         [
             {"id": "d1", "identifier": [{"value": HR_DEVICE}], "patient": {"reference": "Patient/p1"}},
@@ -127,7 +131,10 @@ IOT_DEVICE = {
 def iot_fhir(period: int) -> dict:
     value = {"valueType": "SampledData", "valueName": "hr", "defaultPeriod": 1000}
     template = {"typeName": "hr", "periodInterval": period, "codes": [], "value": value}
-    return {"templateType": "CollectionFhir", "template": [{"templateType": "CodeValueFhir", "template": template}]}
+    return {
+        "templateType": "CollectionFhir",
+        "template": [{"templateType": "CodeValueFhir", "template": template}],
+    }
 
 
 def test_correlation_period_without_a_correlation_id_is_correlation_id_not_defined():

@@ -60,7 +60,9 @@ def test_fit_timestamp_expression_rounds_nanoseconds_up_to_the_next_millisecond(
     result = run(expr, {"matchedToken": {"endTimeNanos": 1700000000123456789}})
     assert isinstance(result, DateTimeValue)
     assert format_period_instant(result.ticks) == "2023-11-14T22:13:20.1240000Z"
-    assert format_period_instant(run("fromUnixTimestamp(`1700000000`)").ticks) == "2023-11-14T22:13:20.0000000Z"
+    assert (
+        format_period_instant(run("fromUnixTimestamp(`1700000000`)").ticks) == "2023-11-14T22:13:20.0000000Z"
+    )
 
 
 def test_timestamp_functions_reject_floats_and_strings():
@@ -77,8 +79,8 @@ def test_ceil_and_floor_return_integers():
 
 def test_fit_enum_lookup_maps_in_range_values_and_gives_null_otherwise():
     expr = (
-        "matchedToken.value[0].intVal | [{\"v\":@,\"n\":`0`,\"s\":'UNSPECIFIED'},"
-        "{\"v\":@,\"n\":`1`,\"s\":'BODY_POSITION_STANDING'}][?v == n].s | @[0]"
+        'matchedToken.value[0].intVal | [{"v":@,"n":`0`,"s":\'UNSPECIFIED\'},'
+        '{"v":@,"n":`1`,"s":\'BODY_POSITION_STANDING\'}][?v == n].s | @[0]'
     )
     assert run(expr, {"matchedToken": {"value": [{"intVal": 1}]}}) == "BODY_POSITION_STANDING"
     assert run(expr, {"matchedToken": {"value": [{"intVal": 7}]}}) is None

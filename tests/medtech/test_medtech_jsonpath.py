@@ -47,7 +47,9 @@ def test_regex_is_a_substring_search_and_an_unescaped_dot_matches_any_character(
 
 
 def test_a_false_root_condition_matches_nothing():
-    assert select("$..[?(@dataTypeName == 'com.google.heart_rate.bpm' && $.Body.dataSourceId =~ /raw/)]") == []
+    assert (
+        select("$..[?(@dataTypeName == 'com.google.heart_rate.bpm' && $.Body.dataSourceId =~ /raw/)]") == []
+    )
 
 
 def test_existence_test_is_true_for_null_zero_and_empty_values():
@@ -99,3 +101,24 @@ def test_select_one_distinguishes_missing_null_and_several_tokens():
 def test_syntax_errors_are_raised_at_compile_time_with_the_position(bad):
     with pytest.raises(JsonPathSyntaxError, match="invalid JSONPath"):
         compile_jsonpath(bad)
+
+
+def test_the_per_message_index_gives_the_same_matches_as_a_full_scan():
+    nested = {
+        "Body": {
+            "dataTypeName": "a",
+            "x": [{"dataTypeName": "a", "y": {"dataTypeName": "a"}}, {"dataTypeName": 1}],
+        }
+    }
+    for path in (
+        "$..[?(@dataTypeName == 'a')]",
+        "$..[?(@dataTypeName == 'com.google.heart_rate.bpm' && $.Body.dataSourceId =~ /gms/)]",
+        "$..[?(@dataTypeName == 'com.google.step_count.delta')]",
+    ):
+        compiled = compile_jsonpath(path)
+        for data in (WRAPPED, nested):
+            cache: dict = {}
+            indexed = compiled.select(data, cache)
+            assert [id(n) for n in indexed] == [id(n) for n in compiled.select(data)]
+            assert [id(n) for n in compiled.select(data, cache)] == [id(n) for n in indexed]
+    assert len(compile_jsonpath("$..[?(@dataTypeName == 'a')]").select(nested, {})) == 3

@@ -12,10 +12,6 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-
-from fitonfhir_dagster.googlefit.catalog import ENUMS
-from fitonfhir_dagster.medtech.converter import Converter
-from fitonfhir_dagster.medtech.identity import CreateIdentity
 from medtech_fitdata import (
     IOMT,
     SUB,
@@ -30,6 +26,10 @@ from medtech_fitdata import (
     source_by_stream,
     value_entry,
 )
+
+from fitonfhir_dagster.googlefit.catalog import ENUMS
+from fitonfhir_dagster.medtech.converter import Converter
+from fitonfhir_dagster.medtech.identity import CreateIdentity
 
 SOURCES = data_sources()
 
@@ -77,7 +77,12 @@ def segment(end_ns: int) -> str:
 
 @pytest.fixture(scope="module")
 def converter() -> Converter:
-    return Converter(fixture_text("devicecontent.json"), fixture_text("fhirmapping.json"), CreateIdentity(), clock=lambda: 0)
+    return Converter(
+        fixture_text("devicecontent.json"),
+        fixture_text("fhirmapping.json"),
+        CreateIdentity(),
+        clock=lambda: 0,
+    )
 
 
 def test_the_fixture_lists_34_streams_of_10_types():
@@ -134,7 +139,9 @@ def test_each_stream_converts_with_its_template(converter, source):
 
 
 def test_the_merge_heart_rate_template_also_matches_the_resting_stream_as_in_the_original(converter):
-    resting = source_by_stream("derived:com.google.heart_rate.bpm:com.google.android.gms:resting_heart_rate<-merge_heart_rate_bpm")
+    resting = source_by_stream(
+        "derived:com.google.heart_rate.bpm:com.google.android.gms:resting_heart_rate<-merge_heart_rate_bpm"
+    )
     msg = message(resting, [point("com.google.heart_rate.bpm", T0_NS, [value_entry("floatPoint", 55.0)])])
     names = sorted(o["code"]["text"] for o in converter.convert([msg]).observations)
     assert names == [
@@ -147,7 +154,11 @@ BP = "raw:com.google.blood_pressure:com.google.android.apps.fitness:user_input"
 
 
 def bp_components(converter, position) -> dict:
-    values = [value_entry("floatPoint", 120.0), value_entry("floatPoint", 80.0), value_entry("integer", position)]
+    values = [
+        value_entry("floatPoint", 120.0),
+        value_entry("floatPoint", 80.0),
+        value_entry("integer", position),
+    ]
     values.append(value_entry("integer", 3))
     msg = message(source_by_stream(BP), [point("com.google.blood_pressure", T0_NS, values)])
     (obs,) = converter.convert([msg]).observations
@@ -172,13 +183,18 @@ def test_enum_out_of_range_or_missing_leaves_the_component_out(converter):
 def test_the_reference_worked_example_ids_to_the_character(converter):
     """Hand-computed with ``printf '%s' ... | sha256sum`` from the reference formulas (sections 3.5, 3.6, 1.6)."""
     (obs,) = converter.convert([heart_rate_message([72.0])]).observations
-    patient = "7e1afc37ab502d0a52f08dbdbe77b48e623118c5ce7dd7f2b42087008e55dc9c"  # sha256("_110248495921238986420")
+    patient = (
+        "7e1afc37ab502d0a52f08dbdbe77b48e623118c5ce7dd7f2b42087008e55dc9c"  # sha256("_110248495921238986420")
+    )
     device = "4ed3ed44148672b74127a424396eb64ff6e15ee9c3835bd200f0c33223b5a19f"  # sha256("_<sub>.com.google.android.gms")
     assert obs["identifier"][0]["value"] == (
         f"{patient}.{device}.derived:com.google.heart_rate.bpm:com.google.android.gms:merge_heart_rate_bpm"
         ".20231114221320Z.20231114221320Z"
     )
     assert obs["id"] == "1e2e2c22897d5c8feb8f5ebbbea400163f65325f560bf80c0fb17da24d7ee1bf"
-    assert obs["effectivePeriod"] == {"start": "2023-11-14T22:13:20.1240000Z", "end": "2023-11-14T22:13:20.1240000Z"}
+    assert obs["effectivePeriod"] == {
+        "start": "2023-11-14T22:13:20.1240000Z",
+        "end": "2023-11-14T22:13:20.1240000Z",
+    }
     assert obs["issued"] == "1970-01-01T00:00:00.0000000+00:00"
     assert obs["valueQuantity"] == {"value": 72}

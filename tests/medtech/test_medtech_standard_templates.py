@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from medtech_fitdata import SUB, T0_NS, data_sources, fixture_json, message, point, sample_values
 
 from fitonfhir_dagster.medtech.converter import Converter
 from fitonfhir_dagster.medtech.identity import PatientReferenceIdentity
 from fitonfhir_dagster.medtech.templates import generate_templates
-from medtech_fitdata import SUB, T0_NS, data_sources, fixture_json, message, point, sample_values
 
 SOURCES = data_sources()
 
@@ -53,6 +53,8 @@ def test_blood_pressure_is_a_panel_with_systolic_and_diastolic_components(conver
     for obs in pressure:
         assert ("http://loinc.org", "85354-9") in codings(obs)
         loinc = {
-            c["code"]["coding"][0]["code"]: c["valueQuantity"] for c in obs["component"] if "valueQuantity" in c
+            c["code"]["coding"][0]["code"]: c["valueQuantity"]
+            for c in obs["component"]
+            if "valueQuantity" in c
         }
         assert loinc["8480-6"]["code"] == "mm[Hg]" and loinc["8462-4"]["code"] == "mm[Hg]"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from medtech_fitdata import fixture_text
 
 from fitonfhir_dagster.medtech.device_templates import CALCULATED, IOT, load_device_mapping
 from fitonfhir_dagster.medtech.errors import InvalidTemplateException
 from fitonfhir_dagster.medtech.fhir_templates import HOURLY, load_fhir_mapping
-from medtech_fitdata import fixture_text
 
 GOOD = {
     "typeName": "hr",
@@ -43,7 +43,9 @@ def test_the_original_mappings_load_with_34_templates_each():
 
 def test_kinds_and_property_names_are_case_insensitive_and_booleans_may_be_strings():
     template = {k.upper(): v for k, v in GOOD.items()}
-    template["VALUES"] = [{"VALUENAME": "hr", "valueexpression": "$.matchedToken.heartRate", "Required": "TRUE"}]
+    template["VALUES"] = [
+        {"VALUENAME": "hr", "valueexpression": "$.matchedToken.heartRate", "Required": "TRUE"}
+    ]
     mapping = load_device_mapping(device_text(template, kind="calculatedcontenttemplate"))
     assert mapping.templates[0].values[0].required is True
 
@@ -64,11 +66,17 @@ def test_unknown_property_names_the_template_index_and_its_line():
         ({"typeName": ""}, "typeName is required"),
         ({"deviceIdExpression": None}, "deviceIdExpression is required"),
         ({"typeMatchExpression": "$..[?(@heartRate"}, "typeMatchExpression: invalid JSONPath"),
-        ({"timestampExpression": {"value": "fromUnixTimestamp(", "language": "JmesPath"}}, "invalid JMESPath"),
+        (
+            {"timestampExpression": {"value": "fromUnixTimestamp(", "language": "JmesPath"}},
+            "invalid JMESPath",
+        ),
         ({"timestampExpression": {"value": "nope(x)", "language": "JmesPath"}}, "unknown function"),
         ({"timestampExpression": {"value": "x", "language": "XPath"}}, "unknown language"),
         ({"values": None}, "values is required"),
-        ({"values": [{"valueName": "hr", "valueExpression": "$.x", "required": "maybe"}]}, "required must be"),
+        (
+            {"values": [{"valueName": "hr", "valueExpression": "$.x", "required": "maybe"}]},
+            "required must be",
+        ),
         ({"values": [{"valueExpression": "$.x"}]}, "valueName is required"),
     ],
 )
