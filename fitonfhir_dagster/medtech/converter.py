@@ -8,6 +8,7 @@ stops the rest of the batch.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,7 +115,20 @@ class Converter:
         self._extractor = MeasurementExtractor(self.device_mapping)
 
     def convert(self, messages: Iterable[Any]) -> ConversionResult:
-        """Messages are dicts (the device message body), JSON bytes/str, or ``DeviceEvent``s."""
+        """Messages are dicts (the device message body), JSON bytes/str, or ``DeviceEvent``s.
+
+        The cyclic garbage collector is paused meanwhile: conversion allocates many small acyclic
+        dicts (freed by reference counting) and collection passes would cost ~40% of the time.
+        """
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return self._convert(messages)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _convert(self, messages: Iterable[Any]) -> ConversionResult:
         result = ConversionResult()
         groups: dict[GroupKey, list[Measurement]] = {}
         for index, message in enumerate(messages):

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from medtech_fitdata import FIXTURES, SUB, heart_rate_message
+
+from tests.medtech.medtech_fitdata import FIXTURES, SUB, heart_rate_message
 
 FITONFHIR = Path(sys.executable).with_name("fitonfhir")
 DEVICE = FIXTURES / "devicecontent.json"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 
-from medtech_fitdata import SUB, fixture_json, fixture_text, heart_rate_message
-
 from fitonfhir_dagster.medtech.converter import Converter, DeviceEvent
 from fitonfhir_dagster.medtech.identity import (
     CreateIdentity,
@@ -13,6 +11,7 @@ from fitonfhir_dagster.medtech.identity import (
     LookupIdentity,
     PatientReferenceIdentity,
 )
+from tests.medtech.medtech_fitdata import SUB, fixture_json, fixture_text, heart_rate_message
 
 DEVICE = fixture_text("devicecontent.json")
 FHIR = fixture_text("fhirmapping.json")

@@ -12,7 +12,11 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from medtech_fitdata import (
+
+from fitonfhir_dagster.googlefit.catalog import ENUMS
+from fitonfhir_dagster.medtech.converter import Converter
+from fitonfhir_dagster.medtech.identity import CreateIdentity
+from tests.medtech.medtech_fitdata import (
     IOMT,
     SUB,
     T0_NS,
@@ -26,10 +30,6 @@ from medtech_fitdata import (
     source_by_stream,
     value_entry,
 )
-
-from fitonfhir_dagster.googlefit.catalog import ENUMS
-from fitonfhir_dagster.medtech.converter import Converter
-from fitonfhir_dagster.medtech.identity import CreateIdentity
 
 SOURCES = data_sources()
 

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from medtech_fitdata import SUB, T0_NS, data_sources, fixture_json, message, point, sample_values
 
 from fitonfhir_dagster.medtech.converter import Converter
 from fitonfhir_dagster.medtech.identity import PatientReferenceIdentity
 from fitonfhir_dagster.medtech.templates import generate_templates
+from tests.medtech.medtech_fitdata import (
+    SUB,
+    T0_NS,
+    data_sources,
+    fixture_json,
+    message,
+    point,
+    sample_values,
+)
 
 SOURCES = data_sources()
 

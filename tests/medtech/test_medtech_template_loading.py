@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from medtech_fitdata import fixture_text
 
 from fitonfhir_dagster.medtech.device_templates import CALCULATED, IOT, load_device_mapping
 from fitonfhir_dagster.medtech.errors import InvalidTemplateException
 from fitonfhir_dagster.medtech.fhir_templates import HOURLY, load_fhir_mapping
+from tests.medtech.medtech_fitdata import fixture_text
 
 GOOD = {
     "typeName": "hr",

@@ -157,10 +157,12 @@ def test_a_lost_reactivation_still_updates_the_account_fields(table: TableClient
 
 def test_retries_are_bounded_when_the_row_never_stops_changing(table: TableClient) -> None:
     user = onboarded(table)
-    flipper = AzureUsersTable(table, create_table=False)
+    # Fixed clocks: the stale writer's change is always the newer one, so every merge says "write again"
+    # (with the wall clock the outcome would depend on whether a second boundary is crossed).
+    flipper = AzureUsersTable(table, clock=at("10:00:01"), create_table=False)
     states = iter([UserState.UNAUTHORIZED, UserState.ACTIVE] * MAX_ATTEMPTS)
     racing = CompetitorBeforeUpdate(table, lambda: flipper.set_state(user.key, next(states)), every_time=True)
-    stale = AzureUsersTable(racing, create_table=False)  # type: ignore[arg-type]
+    stale = AzureUsersTable(racing, clock=at("10:00:05"), create_table=False)  # type: ignore[arg-type]
 
     with pytest.raises(
         ConcurrentUpdateError, match=f"{user.key} kept changing; gave up after {MAX_ATTEMPTS}"
