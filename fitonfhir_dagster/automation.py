@@ -12,6 +12,7 @@ from .stores.users import UserState
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 DAILY_CRON = "30 1 * * *"  # 01:30 UTC: yesterday is complete and late phone uploads had a night to arrive
+INTRADAY_CRON = "0 6-22/4 * * *"  # every 4 hours during the day: today so far
 
 
 def range_run_request(
@@ -72,6 +73,17 @@ def new_user_requests(
 
 
 def build_automation(import_job, start: date, initial_days: int, batch: int):
+    def day_runs(context: dg.ScheduleEvaluationContext, fitonfhir: FitOnFhirResource, day: date, tag: str):
+        ordered = context.instance.get_dynamic_partitions(USERS)
+        active = {u.key for u in fitonfhir.users.list(states=[UserState.ACTIVE])}
+        batches = batches_of_active(ordered, active, batch)
+        if not batches:
+            return dg.SkipReason("no active users")
+        return [
+            range_run_request(day, day, first, last, run_key=f"{tag}-{first}-{last}")
+            for first, last in batches
+        ]
+
     @dg.sensor(
         name="users_sensor",
         job=import_job,
@@ -102,14 +114,19 @@ def build_automation(import_job, start: date, initial_days: int, batch: int):
         day = scheduled.astimezone(UTC).date() - timedelta(days=1)
         if day < start:
             return dg.SkipReason(f"{day} is before FITONFHIR_START_DATE {start}")
-        ordered = context.instance.get_dynamic_partitions(USERS)
-        active = {u.key for u in fitonfhir.users.list(states=[UserState.ACTIVE])}
-        batches = batches_of_active(ordered, active, batch)
-        if not batches:
-            return dg.SkipReason("no active users")
-        return [
-            range_run_request(day, day, first, last, run_key=f"daily-{day.isoformat()}-{first}-{last}")
-            for first, last in batches
-        ]
+        return day_runs(context, fitonfhir, day, f"daily-{day.isoformat()}")
 
-    return users_sensor, daily_import_schedule
+    @dg.schedule(
+        name="intraday_refresh_schedule",
+        cron_schedule=INTRADAY_CRON,
+        execution_timezone="UTC",
+        job=import_job,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Optional: re-import today so far for every active user (switch on in the UI).",
+    )
+    def intraday_refresh_schedule(context: dg.ScheduleEvaluationContext, fitonfhir: FitOnFhirResource):
+        scheduled = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
+        day = scheduled.date()
+        return day_runs(context, fitonfhir, day, f"intraday-{scheduled.strftime('%Y-%m-%dT%H')}")
+
+    return users_sensor, daily_import_schedule, intraday_refresh_schedule

@@ -25,7 +25,7 @@ user_day_import_job = dg.define_asset_job(
     description="Fetch, archive and convert Google Fit data for a range of (day, user) keys.",
 )
 
-users_sensor, daily_import_schedule = build_automation(
+users_sensor, daily_import_schedule, intraday_refresh_schedule = build_automation(
     user_day_import_job, _settings.start_date, _settings.initial_days, _settings.daily_batch_size
 )
 
@@ -33,7 +33,7 @@ defs = dg.Definitions(
     assets=[*IMPORT_ASSETS, conversion.medtech_templates],
     jobs=[user_day_import_job],
     sensors=[users_sensor],
-    schedules=[daily_import_schedule],
+    schedules=[daily_import_schedule, intraday_refresh_schedule],
     resources={"fitonfhir": FitOnFhirResource()},
     executor=dg.in_process_executor,
 )

@@ -9,8 +9,9 @@ from .config import Settings
 USERS = "users"
 
 user_partitions = dg.DynamicPartitionsDefinition(name=USERS)
+# end_offset=1: today is a partition too, for the optional intraday refresh (a re-import is harmless).
 day_partitions = dg.DailyPartitionsDefinition(
-    start_date=Settings.from_env().start_date.isoformat(), timezone="UTC"
+    start_date=Settings.from_env().start_date.isoformat(), timezone="UTC", end_offset=1
 )
 user_day_partitions = dg.MultiPartitionsDefinition({"date": day_partitions, "user": user_partitions})
 

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from fitonfhir_dagster.automation import RANGE_END, RANGE_START, batches_of_active, initial_history
-from fitonfhir_dagster.definitions import daily_import_schedule, defs, users_sensor
+from fitonfhir_dagster.definitions import daily_import_schedule, defs, intraday_refresh_schedule, users_sensor
 from fitonfhir_dagster.resources import FitOnFhirResource
 from fitonfhir_dagster.stores.users import SqliteUsersTable, UserState
 
@@ -100,3 +100,20 @@ def test_daily_schedule_skips_when_nobody_is_active(tmp_path, users):
         )
         result = daily_import_schedule.evaluate_tick(context)
         assert result.run_requests == [] and "no active users" in result.skip_message
+
+
+def test_intraday_refresh_is_off_by_default_and_requests_today_with_an_hourly_run_key(tmp_path, users):
+    keys = _onboard(users, 2)
+    assert intraday_refresh_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("users", keys)
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 11, 29, 14, 0, tzinfo=UTC),
+            resources={"fitonfhir": FitOnFhirResource(home=str(tmp_path))},
+            repository_def=defs.get_repository_def(),
+        )
+        [request] = intraday_refresh_schedule.evaluate_tick(context).run_requests
+        assert request.tags[RANGE_START] == f"2026-11-29|{keys[0]}"
+        assert request.tags[RANGE_END] == f"2026-11-29|{keys[1]}"
+        assert request.run_key.startswith("intraday-2026-11-29T14")
