@@ -8,9 +8,8 @@ import random
 import dagster as dg
 
 from ..partitions import user_day_partitions
-from ..pipeline.errors import UpstreamMissing
 from ..pipeline.observations import ObservationsSummary, convert_user_day
-from ..pipeline.templates import build_templates, load_templates, store_templates
+from ..pipeline.templates import build_templates, store_templates, templates_for_conversion
 from ..resources import FitOnFhirResource
 from .imports import BACKFILL, FETCH_RETRY, _finish, device_messages
 from .userdays import run_per_user_day
@@ -65,9 +64,7 @@ def fhir_observations(
 ) -> dg.MaterializeResult:
     """Observations built from the device messages with MedTech's rules, written to the FHIR server."""
     ports = fitonfhir.ports
-    templates = load_templates(ports)
-    if templates is None:
-        raise UpstreamMissing("-", "-", "no stored medtech_templates; materialize medtech_templates first")
+    templates = templates_for_conversion(ports)
     fhir = fitonfhir.fhir
     outcome = run_per_user_day(context, lambda day, user: convert_user_day(ports, fhir, templates, day, user))
     _finish(context, outcome, _observations_metadata)

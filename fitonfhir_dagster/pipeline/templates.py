@@ -51,3 +51,14 @@ def load_templates(ports: Ports) -> tuple[dict[str, Any], dict[str, Any]] | None
     if device is None or fhir is None:
         return None
     return orjson.loads(device), orjson.loads(fhir)
+
+
+def templates_for_conversion(ports: Ports) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stored templates; generated and stored first when medtech_templates was never materialized
+    (e.g. runs launched by the users_sensor on a fresh instance)."""
+    stored = load_templates(ports)
+    if stored is not None:
+        return stored
+    device, fhir, _ = build_templates(ports)
+    store_templates(ports, device, fhir)
+    return device, fhir
