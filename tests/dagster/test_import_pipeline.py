@@ -118,3 +118,13 @@ def test_google_outage_is_retried_by_the_client_and_the_run_still_succeeds(world
     result = _run(instance, first.key, first.key, DAY1, DAY1)
     assert result.success
     assert _meta(result, "fit_datasets", "api_calls")[f"{DAY1}|{first.key}"] >= 2
+
+
+def test_observations_are_written_even_when_medtech_templates_was_never_materialized(world):
+    first, _ = world.users
+    with dg.instance_for_test() as fresh:  # like a users_sensor run on a new instance
+        fresh.add_dynamic_partitions("users", [first.key])
+        result = _run(fresh, first.key, first.key, DAY1, DAY1)
+        assert result.success
+        assert sum(_meta(result, "fhir_observations", "created").values()) > 0
+    assert open_archive(world.settings).get("medtech_templates/fhirmapping.json") is not None
