@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from fitonfhir_dagster.fhir.bundles import content_of
 from fitonfhir_dagster.sandbox.fhir_search import SearchQuery, build_query, index_rows
 from fitonfhir_dagster.sandbox.fhir_validation import FhirProblem, check_id, check_type, validate_resource
 
@@ -44,25 +45,11 @@ CREATE INDEX IF NOT EXISTS dates_owner ON dates (type, id);
 """
 
 _ETAG = re.compile(r'^\s*(?:W/)?"?([^"]*)"?\s*$')
-_VOLATILE_META = ("versionId", "lastUpdated")
 
 
 def now_instant() -> str:
     now = datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-
-
-def content_of(resource: Mapping[str, Any]) -> dict[str, Any]:
-    """The resource without server-managed meta; two writes with equal content are the same write."""
-    body = dict(resource)
-    meta = body.get("meta")
-    if isinstance(meta, Mapping):
-        rest = {k: v for k, v in meta.items() if k not in _VOLATILE_META}
-        if rest:
-            body["meta"] = rest
-        else:
-            body.pop("meta")
-    return body
 
 
 def parse_if_match(value: str) -> str:
