@@ -68,6 +68,8 @@ def convert_user_day(
     name = object_name(DEAD_LETTERS, day, user_key, "dead_letters.ndjson")
     ports.archive.put(name, b"".join(orjson.dumps(x) + b"\n" for x in letters))
     try:
+        if result.patients:  # Create mode: the Patients MedTech would have created
+            fhir.upsert_many(result.patients)
         if result.devices:
             summary.devices_written = fhir.upsert_many(result.devices).written
         _write_merged(fhir, result, summary)

@@ -128,3 +128,21 @@ def test_observations_are_written_even_when_medtech_templates_was_never_material
         assert result.success
         assert sum(_meta(result, "fhir_observations", "created").values()) > 0
     assert open_archive(world.settings).get("medtech_templates/fhirmapping.json") is not None
+
+
+def test_create_identity_mode_writes_the_patients_and_devices_medtech_would_create(
+    world, instance, monkeypatch
+):
+    first, _ = world.users
+    monkeypatch.setenv("FITONFHIR_IDENTITY_MODE", "create")
+    result = _run(instance, first.key, first.key, DAY1, DAY1)
+    assert result.success
+    fhir = FhirClient.from_settings(world.settings)
+    observations = fhir.search("Observation", {"_count": "1000"})
+    patients = {o["subject"]["reference"] for o in observations}
+    assert len(patients) == 1 and patients != {f"Patient/{first.patient_id}"}
+    [reference] = patients
+    patient = fhir.read("Patient", reference.split("/")[1])
+    assert patient and patient["identifier"][0]["value"] == first.google_sub
+    device_ref = observations[0]["device"]["reference"]
+    assert fhir.read("Device", device_ref.split("/")[1]) is not None
