@@ -21,13 +21,16 @@ from fitonfhir_dagster.medtech.errors import (
     InvalidDataFormatException,
     TemplateNotFoundException,
 )
-from fitonfhir_dagster.medtech.fhir_templates import FhirMapping, load_fhir_mapping
+from fitonfhir_dagster.medtech.fhir_templates import CodeValueTemplate, FhirMapping, load_fhir_mapping
 from fitonfhir_dagster.medtech.identity import IdentityResolver, ResolvedIdentity
 from fitonfhir_dagster.medtech.measurements import Measurement, MeasurementExtractor, wrap_message
 from fitonfhir_dagster.medtech.observations import (
+    InstantObservations,
+    ObservationGroup,
     Series,
     build_observation,
     build_observation_groups,
+    instant_measurements,
     raw_series_for,
 )
 from fitonfhir_dagster.medtech.observations import merge_observation as merge_resources
@@ -100,8 +103,13 @@ class Converter:
         identity: IdentityResolver,
         *,
         clock: Callable[[], int] = now_ticks,
+        fast_paths: bool = True,
     ):
-        """Mappings may be parsed dicts, JSON text or loaded mappings; ``clock`` gives ``issued`` ticks."""
+        """Mappings may be parsed dicts, JSON text or loaded mappings; ``clock`` gives ``issued`` ticks.
+
+        ``fast_paths=False`` runs every template through the general evaluator and group builder
+        (same results, slower): the reference the specialised paths are tested against.
+        """
         self.device_mapping = (
             device_mapping
             if isinstance(device_mapping, DeviceMapping)
@@ -112,7 +120,8 @@ class Converter:
         )
         self.identity = identity
         self.clock = clock
-        self._extractor = MeasurementExtractor(self.device_mapping)
+        self.fast_paths = fast_paths
+        self._extractor = MeasurementExtractor(self.device_mapping, fast_paths=fast_paths)
 
     def convert(self, messages: Iterable[Any]) -> ConversionResult:
         """Messages are dicts (the device message body), JSON bytes/str, or ``DeviceEvent``s.
@@ -193,24 +202,54 @@ class Converter:
             if template is None:
                 raise TemplateNotFoundException(f"no FHIR template has typeName {type_name!r}")
             identity = self.identity.resolve(device, patient, encounter)
-            observation_groups = build_observation_groups(template, measurements)
+            if self.fast_paths and not template.uses_sampled_data:
+                instants = instant_measurements(measurements)
+            else:
+                observation_groups = build_observation_groups(template, measurements)
         except ConversionError as exc:
             result.dead_letters.append(DeadLetter(exc.reason, str(exc), first, exc.detail or where))
             return None
-        for group in observation_groups:
-            try:
-                observation = build_observation(template, group, identity, issued)
-                raw = raw_series_for(template, group)
+        if self.fast_paths and not template.uses_sampled_data:
+            builder = InstantObservations(template, type_name, identity, issued)
+            for m in instants:
+                try:
+                    observation = builder.build(m)
+                except ConversionError:
+                    # The general path reports it, with its wording and detail.
+                    for group in build_observation_groups(template, [m]):
+                        self._add_group(template, group, identity, issued, by_id, result, where)
+                    continue
                 existing = by_id.get(observation["id"])
                 if existing is not None:
-                    # Same identifier twice in one batch (e.g. two readings in one second): MedTech merges.
-                    observation, _ = merge_resources(existing, observation, raw)
+                    observation, _ = merge_resources(existing, observation, None)
                 by_id[observation["id"]] = observation
-                if raw is not None:
-                    result.raw_series[observation["id"]] = raw
-            except ConversionError as exc:
-                span = f"{where}, {group.segment()}"
-                result.dead_letters.append(
-                    DeadLetter(exc.reason, str(exc), min(group.message_indexes), exc.detail or span)
-                )
+            return identity
+        for group in observation_groups:
+            self._add_group(template, group, identity, issued, by_id, result, where)
         return identity
+
+    @staticmethod
+    def _add_group(
+        template: CodeValueTemplate,
+        group: ObservationGroup,
+        identity: ResolvedIdentity,
+        issued: int,
+        by_id: dict[str, dict[str, Any]],
+        result: ConversionResult,
+        where: str,
+    ) -> None:
+        try:
+            observation = build_observation(template, group, identity, issued)
+            raw = raw_series_for(template, group)
+            existing = by_id.get(observation["id"])
+            if existing is not None:
+                # Same identifier twice in one batch (e.g. two readings in one second): MedTech merges.
+                observation, _ = merge_resources(existing, observation, raw)
+            by_id[observation["id"]] = observation
+            if raw is not None:
+                result.raw_series[observation["id"]] = raw
+        except ConversionError as exc:
+            span = f"{where}, {group.segment()}"
+            result.dead_letters.append(
+                DeadLetter(exc.reason, str(exc), min(group.message_indexes), exc.detail or span)
+            )

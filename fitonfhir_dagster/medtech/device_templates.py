@@ -27,6 +27,12 @@ from fitonfhir_dagster.medtech.jsonpath import (
     JsonPathSyntaxError,
     compile_jsonpath,
 )
+from fitonfhir_dagster.medtech.token_readers import (
+    TOKEN,
+    TokenReader,
+    jmespath_token_reader,
+    jsonpath_token_reader,
+)
 
 CALCULATED = "CalculatedContent"
 JSONPATH = "JsonPathContent"
@@ -100,10 +106,18 @@ class Expression:
         self.language = language
         self._jsonpath: JsonPath | None = None
         self._jmespath: JmesPathExpression | None = None
+        # A plain JSONPath chain not starting at ``matchedToken``: the same for every match of a message.
+        self.reads_message_only = False
+        # A function of the matched token giving ``select_one(scope)`` (or ``UNSURE``); see token_readers.
+        self.token_reader: TokenReader | None = None
         if language == "JmesPath":
             self._jmespath = JmesPathExpression(text)
+            self.token_reader = jmespath_token_reader(self._jmespath.parsed)
         else:
             self._jsonpath = compile_jsonpath(text)
+            fields = self._jsonpath.simple_fields
+            self.reads_message_only = bool(fields) and fields is not None and fields[0] != TOKEN
+            self.token_reader = jsonpath_token_reader(self._jsonpath.simple_steps)
 
     def select(self, data: Any, cache: dict[Any, Any] | None = None) -> list[Any]:
         """Every match (a type match: each token is one measurement); ``cache``: one dict per message."""
@@ -119,12 +133,6 @@ class Expression:
         if self._jmespath.is_projection and type(result) is list:
             return [item for item in result if item is not None]
         return [result]
-
-    @property
-    def reads_message_only(self) -> bool:
-        """A plain JSONPath chain not starting at ``matchedToken``: the same for every match of a message."""
-        fields = self._jsonpath.simple_fields if self._jsonpath is not None else None
-        return bool(fields) and fields is not None and fields[0] != "matchedToken"
 
     def select_one(self, data: Any) -> Any:
         """The single value, ``None`` for JSON null, ``MISSING`` when nothing is found."""

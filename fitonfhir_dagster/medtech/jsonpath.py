@@ -539,13 +539,17 @@ def _filter_step(predicate: _Filter) -> Step:
 
 
 def _index_by_field(node: Any, name: str) -> dict[str, list[Any]]:
-    """Every object under ``node`` (itself included, document order) by its string ``name`` value."""
+    """Every object under ``node`` (itself included, document order) by its string ``name`` value.
+
+    Only non-empty containers are pushed: scalars and empty containers hold no object to index.
+    """
     index: dict[str, list[Any]] = {}
     stack = [node]
+    pop = stack.pop
+    push = stack.append
     while stack:
-        current = stack.pop()
-        kind = type(current)
-        if kind is dict:
+        current = pop()
+        if type(current) is dict:
             found = current.get(name)
             if type(found) is str:
                 bucket = index.get(found)
@@ -553,10 +557,15 @@ def _index_by_field(node: Any, name: str) -> dict[str, list[Any]]:
                     index[found] = [current]
                 else:
                     bucket.append(current)
-            if current:
-                stack.extend(reversed(current.values()))
-        elif kind is list and current:
-            stack.extend(reversed(current))
+            children: Any = reversed(current.values())
+        elif type(current) is list:
+            children = reversed(current)
+        else:
+            continue
+        for child in children:
+            kind = type(child)
+            if (kind is dict or kind is list) and child:
+                push(child)
     return index
 
 
@@ -633,6 +642,22 @@ def _scan_all(nodes: list[Any], root: Any) -> list[Any]:
 # ----------------------------------------------------------------------------- public
 
 
+def follow(node: Any, steps: tuple[str | int, ...]) -> Any:
+    """The token at a chain of plain names and indexes (a simple path), or ``MISSING``."""
+    for key in steps:
+        if isinstance(key, str):
+            if type(node) is not dict:
+                return MISSING
+            node = node.get(key, MISSING)
+            if node is MISSING:
+                return MISSING
+        else:
+            if type(node) is not list or not 0 <= key < len(node):
+                return MISSING
+            node = node[key]
+    return node
+
+
 class JsonPath:
     """A compiled JSONPath; ``select(data)`` returns every token, ``select_one`` at most one."""
 
@@ -641,6 +666,11 @@ class JsonPath:
         self._steps = steps
         # The chain of plain names/indexes when the path is nothing else (fast single-value lookup).
         self._simple = tuple(simple) if simple is not None else None
+
+    @property
+    def simple_steps(self) -> tuple[str | int, ...] | None:
+        """The plain names and indexes when the path is nothing else (``follow`` evaluates it)."""
+        return self._simple
 
     @property
     def simple_fields(self) -> tuple[str, ...] | None:
@@ -668,19 +698,7 @@ class JsonPath:
         """The single token found, or ``MISSING``; several tokens raise ``JsonPathMultipleTokensError``."""
         simple = self._simple
         if simple is not None:
-            node = data
-            for key in simple:
-                if type(key) is str:
-                    if type(node) is not dict:
-                        return MISSING
-                    node = node.get(key, MISSING)
-                    if node is MISSING:
-                        return MISSING
-                else:
-                    if type(node) is not list or not 0 <= key < len(node):
-                        return MISSING
-                    node = node[key]
-            return node
+            return follow(data, simple)
         found = self.select(data)
         if len(found) > 1:
             raise JsonPathMultipleTokensError(f"Path returned multiple tokens: {self.text}")

@@ -13,6 +13,8 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 from fitonfhir_dagster.medtech.errors import (
@@ -40,6 +42,7 @@ from fitonfhir_dagster.medtech.timestamps import (
     TICKS_PER_MS,
     TimestampError,
     format_identifier_segment,
+    format_instant_texts,
     format_issued,
     format_period_instant,
     parse_timestamp,
@@ -157,6 +160,10 @@ def parse_decimal(text: str) -> int | float:
     return -number if negative else number
 
 
+# Readings repeat (a heart rate of 72 many times a day): parse each text once. Errors are not cached.
+_cached_decimal = lru_cache(maxsize=4096)(parse_decimal)
+
+
 def _coding(codes: tuple[FhirCode, ...], name: str) -> dict[str, Any]:
     coding = [c.coding() for c in codes]
     coding.append({"system": IOMT_SYSTEM, "code": name, "display": name})
@@ -212,7 +219,7 @@ def build_value(spec: FhirValue, series: Series, period: tuple[int, int]) -> tup
         if len(series) != 1:
             raise InvalidQuantityFhirValueException(f"Expected 1 value. Received {len(series)}.")
         try:
-            number = parse_decimal(series[0][1])
+            number = _cached_decimal(series[0][1])
         except ValueError:
             raise InvalidQuantityFhirValueException(
                 f"Error encountered processing value: {series[0][1]}."
@@ -261,14 +268,60 @@ def build_observation(
     references) are shared between results: treat returned resources as read-only.
     """
     if group.correlation_id is None and group.start == group.end:
-        start_text = end_text = format_period_instant(group.start)
-        segment = format_identifier_segment(group.start)
+        start_text, segment = format_instant_texts(group.start)
+        end_text = start_text
         segment = f"{segment}.{segment}"
     else:
         start_text, end_text = format_period_instant(group.start), format_period_instant(group.end)
         segment = group.segment()
     ident_value = f"{identity.patient_id}.{identity.device_id}.{group.type_name}.{segment}"
     parts = _shared_parts(template, group.type_name, identity)
+    observation = _new_observation(parts, ident_value, start_text, end_text, format_issued(issued_ticks))
+    _add_values(observation, template, parts, group.values, (group.start, group.end))
+    return observation
+
+
+_BY_TIME = attrgetter("occurrence_ticks")
+
+
+def instant_measurements(measurements: list[Measurement]) -> list[Measurement]:
+    """The measurements of a template without SampledData in Observation order: one per time."""
+    return sorted(dedupe_by_time(measurements), key=_BY_TIME)
+
+
+class InstantObservations:
+    """Builds the Observations of a template without SampledData straight from its measurements.
+
+    Such a template makes one Observation per measurement time (``instant_measurements``), with the
+    same content ``build_observation`` gives for that one-measurement group; the parts shared by the
+    whole measurement group are looked up once.
+    """
+
+    def __init__(
+        self, template: CodeValueTemplate, type_name: str, identity: ResolvedIdentity, issued_ticks: int
+    ):
+        if template.uses_sampled_data:
+            raise ValueError("InstantObservations needs a template without SampledData values")
+        self.template = template
+        self.parts = _shared_parts(template, type_name, identity)
+        self.prefix = f"{identity.patient_id}.{identity.device_id}.{type_name}."
+        self.issued = format_issued(issued_ticks)
+
+    def build(self, measurement: Measurement) -> dict[str, Any]:
+        """The Observation of one measurement; raises the ``ConversionError`` the general path raises."""
+        t = measurement.occurrence_ticks
+        instant, second = format_instant_texts(t)
+        ident_value = f"{self.prefix}{second}.{second}"
+        observation = _new_observation(self.parts, ident_value, instant, instant, self.issued)
+        # A group's series holds the first value of each name at its time: here the only one.
+        values = {name: [(t, text)] for name, text in reversed(measurement.properties)}
+        _add_values(observation, self.template, self.parts, values, (t, t))
+        return observation
+
+
+def _new_observation(
+    parts: _SharedParts, ident_value: str, start_text: str, end_text: str, issued_text: str
+) -> dict[str, Any]:
     observation: dict[str, Any] = {
         "resourceType": "Observation",
         "id": hashlib.sha256(f"{IOMT_SYSTEM}_{ident_value}".encode()).hexdigest(),
@@ -282,10 +335,18 @@ def build_observation(
     if parts.encounter is not None:
         observation["encounter"] = parts.encounter
     observation["effectivePeriod"] = {"start": start_text, "end": end_text}
-    observation["issued"] = format_issued(issued_ticks)
+    observation["issued"] = issued_text
     observation["device"] = parts.device
-    boundary = (group.start, group.end)
-    values = group.values
+    return observation
+
+
+def _add_values(
+    observation: dict[str, Any],
+    template: CodeValueTemplate,
+    parts: _SharedParts,
+    values: Mapping[str, Series],
+    boundary: tuple[int, int],
+) -> None:
     if template.value is not None:
         series = values.get(template.value.value_name)
         if series:
@@ -300,7 +361,6 @@ def build_observation(
                 components.append({"code": code, key: value})
         if components:
             observation["component"] = components
-    return observation
 
 
 @dataclass

@@ -91,6 +91,26 @@ def format_identifier_segment(ticks: int) -> str:
     return f"{_day_text(day)[1]}{hour:02d}{minute:02d}{second:02d}Z"
 
 
+_TWO_DIGITS = [f"{i:02d}" for i in range(60)]
+
+
+@lru_cache(maxsize=4096)
+def _minute_text(minutes: int) -> tuple[str, str]:
+    day, rest = divmod(minutes, 1440)
+    hour, minute = divmod(rest, 60)
+    iso_day, compact_day = _day_text(day)
+    return f"{iso_day}T{hour:02d}:{minute:02d}:", f"{compact_day}{hour:02d}{minute:02d}"
+
+
+def format_instant_texts(ticks: int) -> tuple[str, str]:
+    """``(format_period_instant(ticks), format_identifier_segment(ticks))``, the minute text cached."""
+    seconds, frac = divmod(ticks, TICKS_PER_SECOND)
+    minutes, second = divmod(seconds, 60)
+    iso_minute, compact_minute = _minute_text(minutes)
+    two = _TWO_DIGITS[second]
+    return iso_minute + two + "." + str(frac).zfill(7) + "Z", compact_minute + two + "Z"
+
+
 def format_dotnet_default(ticks: int) -> str:
     """A DateTime turned into text with the invariant culture (``MM/dd/yyyy HH:mm:ss``)."""
     t, _ = _calendar(ticks)
