@@ -7,7 +7,7 @@ import dagster as dg
 
 from .partitions import USERS, user_partitions
 from .resources import FitOnFhirResource
-from .stores.users import UserState
+from .stores.users import User, UserState, utc_now_iso
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -59,29 +59,44 @@ def batches_of_active(
     return batches
 
 
-def new_user_requests(
-    known: Iterable[str], active: Iterable[str], today: date, initial_days: int, start: date
+def user_history_requests(
+    known: Iterable[str],
+    active: Iterable[User],
+    since: str | None,
+    today: date,
+    initial_days: int,
+    start: date,
 ) -> tuple[list[str], list[dg.RunRequest]]:
+    """New partitions and history runs: for new users, and for known users re-activated after ``since``
+
+    (a user back from unauthorized/revoked gets the days missed meanwhile, up to ``initial_days``).
+    """
     known_set = set(known)
-    new = [key for key in active if key not in known_set]
-    requests = []
+    new = [u.key for u in active if u.key not in known_set]
     window = initial_history(today, initial_days, start)
-    if window:
-        for key in new:
-            requests.append(range_run_request(window[0], window[1], key, key, run_key=f"initial-{key}"))
+    if not window:
+        return new, []
+    requests = [range_run_request(window[0], window[1], key, key, run_key=f"initial-{key}") for key in new]
+    if since is not None:
+        for user in active:
+            if user.key in known_set and user.state_changed_at >= since:
+                run_key = f"reactivated-{user.key}-{user.state_changed_at}"
+                requests.append(range_run_request(window[0], window[1], user.key, user.key, run_key=run_key))
     return new, requests
 
 
-def build_automation(import_job, start: date, initial_days: int, batch: int):
-    def day_runs(context: dg.ScheduleEvaluationContext, fitonfhir: FitOnFhirResource, day: date, tag: str):
+def build_automation(import_job, start: date, initial_days: int, lookback_days: int, batch: int):
+    def day_runs(
+        context: dg.ScheduleEvaluationContext, fitonfhir: FitOnFhirResource, first: date, last: date, tag: str
+    ):
         ordered = context.instance.get_dynamic_partitions(USERS)
         active = {u.key for u in fitonfhir.users.list(states=[UserState.ACTIVE])}
         batches = batches_of_active(ordered, active, batch)
         if not batches:
             return dg.SkipReason("no active users")
         return [
-            range_run_request(day, day, first, last, run_key=f"{tag}-{first}-{last}")
-            for first, last in batches
+            range_run_request(first, last, first_user, last_user, run_key=f"{tag}-{first_user}-{last_user}")
+            for first_user, last_user in batches
         ]
 
     @dg.sensor(
@@ -92,13 +107,15 @@ def build_automation(import_job, start: date, initial_days: int, batch: int):
         description="Adds newly onboarded users as partitions and imports their first days of history.",
     )
     def users_sensor(context: dg.SensorEvaluationContext, fitonfhir: FitOnFhirResource) -> dg.SensorResult:
-        active = [u.key for u in fitonfhir.users.list(states=[UserState.ACTIVE])]
+        evaluated_at = utc_now_iso()
+        active = fitonfhir.users.list(states=[UserState.ACTIVE])
         known = context.instance.get_dynamic_partitions(USERS)
         today = datetime.now(UTC).date()
-        new, requests = new_user_requests(known, active, today, initial_days, start)
+        new, requests = user_history_requests(known, active, context.cursor, today, initial_days, start)
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[user_partitions.build_add_request(new)] if new else [],
+            cursor=evaluated_at,
         )
 
     @dg.schedule(
@@ -107,14 +124,16 @@ def build_automation(import_job, start: date, initial_days: int, batch: int):
         execution_timezone="UTC",
         job=import_job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Yesterday for every active user, a few users per run.",
+        description="The last FITONFHIR_LOOKBACK_DAYS days (late phone uploads) for every active user,"
+        " a few users per run.",
     )
     def daily_import_schedule(context: dg.ScheduleEvaluationContext, fitonfhir: FitOnFhirResource):
         scheduled = context.scheduled_execution_time or datetime.now(UTC)
-        day = scheduled.astimezone(UTC).date() - timedelta(days=1)
-        if day < start:
-            return dg.SkipReason(f"{day} is before FITONFHIR_START_DATE {start}")
-        return day_runs(context, fitonfhir, day, f"daily-{day.isoformat()}")
+        last = scheduled.astimezone(UTC).date() - timedelta(days=1)
+        first = max(start, last - timedelta(days=lookback_days - 1))
+        if last < start:
+            return dg.SkipReason(f"{last} is before FITONFHIR_START_DATE {start}")
+        return day_runs(context, fitonfhir, first, last, f"daily-{last.isoformat()}")
 
     @dg.schedule(
         name="intraday_refresh_schedule",
@@ -127,6 +146,6 @@ def build_automation(import_job, start: date, initial_days: int, batch: int):
     def intraday_refresh_schedule(context: dg.ScheduleEvaluationContext, fitonfhir: FitOnFhirResource):
         scheduled = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
         day = scheduled.date()
-        return day_runs(context, fitonfhir, day, f"intraday-{scheduled.strftime('%Y-%m-%dT%H')}")
+        return day_runs(context, fitonfhir, day, day, f"intraday-{scheduled.strftime('%Y-%m-%dT%H')}")
 
     return users_sensor, daily_import_schedule, intraday_refresh_schedule

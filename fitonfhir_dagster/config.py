@@ -81,7 +81,9 @@ class Settings:
     max_requests_per_minute: int
     start_date: date
     initial_days: int
+    lookback_days: int
     daily_batch_size: int
+    retry_delay_seconds: int
     fhir_url: str
     fhir_auth: str  # "none" | "bearer" | "azure"
     fhir_token: str = field(repr=False)
@@ -164,7 +166,9 @@ class Settings:
             max_requests_per_minute=_int(env, "FITONFHIR_MAX_REQUESTS_PER_MINUTE", 300),
             start_date=start,
             initial_days=_int(env, "FITONFHIR_INITIAL_DAYS", 30, minimum=1),
+            lookback_days=_int(env, "FITONFHIR_LOOKBACK_DAYS", 3, minimum=1),
             daily_batch_size=_int(env, "FITONFHIR_DAILY_BATCH_SIZE", 25, minimum=1),
+            retry_delay_seconds=_int(env, "FITONFHIR_RETRY_DELAY_SECONDS", 30),
             fhir_url=env.get("FITONFHIR_FHIR_URL", f"{sandbox}/fhir").rstrip("/"),
             fhir_auth=fhir_auth,
             fhir_token=env.get("FITONFHIR_FHIR_TOKEN", ""),

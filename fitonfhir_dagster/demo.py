@@ -56,11 +56,12 @@ class DemoReport:
         }
 
 
-def _materialized(result: dg.ExecuteInProcessResult, node: str, key: str) -> int:
+def _materialized(result: dg.ExecuteInProcessResult, asset: str, key: str) -> int:
+    """Sum of one metadata value over the run's materializations of ``asset``."""
     return sum(
-        int(m.metadata[key].value)  # type: ignore[arg-type]
-        for m in result.asset_materializations_for_node(node)
-        if key in m.metadata
+        int(event.materialization.metadata[key].value)  # type: ignore[arg-type]
+        for event in result.get_asset_materialization_events()
+        if event.asset_key == dg.AssetKey(asset) and key in event.materialization.metadata
     )
 
 

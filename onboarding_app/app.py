@@ -28,7 +28,7 @@ from fitonfhir_dagster.stores.vault import TokenVault
 from . import pages
 from .google_oauth import CALLBACK_PATH, GoogleOAuth, google_authority, new_code_verifier
 from .logs import install_log_redaction
-from .onboard import Onboarding, OnboardingError, check_revoke_token, revoke_token
+from .onboard import Onboarding, OnboardingError, revoke_token, revoke_token_user
 from .patients import PatientServer
 from .redirects import RedirectAllowList, with_query
 from .state import PendingAuthorization, StateError, StateStore, load_state_secret
@@ -242,7 +242,7 @@ def _callback(ctx: OnboardingContext, request: Request) -> Response:
     if not code.strip():
         return back(error="missing_code")
     try:
-        ctx.onboarding.complete(pending, code)
+        user = ctx.onboarding.complete(pending, code)
     except OnboardingError as exc:
         log.warning("onboarding failed (%s): %s", exc.reason, exc)
         return back(error=exc.reason)
@@ -251,17 +251,43 @@ def _callback(ctx: OnboardingContext, request: Request) -> Response:
         return back(error="server_error")
     extra = {}
     if pending.anonymous:
-        extra["revoke_token"] = revoke_token(ctx.secret, pending.external_system, pending.external_id)
+        extra["revoke_token"] = revoke_token(
+            ctx.secret, pending.external_system, pending.external_id, user.key
+        )
     return back(**extra)
+
+
+class BodyTooLarge(Exception):
+    """A 413: the body is (or announces to be) larger than MAX_FORM_BYTES; refused before it is all read."""
+
+
+MSG_BODY_TOO_LARGE = f"The request body is larger than {MAX_FORM_BYTES} bytes."
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """The body, read only as far as MAX_FORM_BYTES: a larger Content-Length is refused before reading
+    anything, and a streamed (chunked) body as soon as the limit is passed."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest("The Content-Length header is not a number.") from None
+        if size > MAX_FORM_BYTES:
+            raise BodyTooLarge(MSG_BODY_TOO_LARGE)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise BodyTooLarge(MSG_BODY_TOO_LARGE)
+    return bytes(body)
 
 
 async def _form_fields(request: Request) -> dict[str, str]:
     """URL-encoded body fields (Starlette's form parser would need python-multipart)."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM_TYPE:
         return {}
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise BadRequest(f"The request body is larger than {MAX_FORM_BYTES} bytes.")
+    body = await _bounded_body(request)
     try:
         return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     except UnicodeDecodeError:
@@ -274,6 +300,10 @@ async def _revoke_endpoint(request: Request) -> Response:
         form = await _form_fields(request) if request.method == "POST" else {}
     except BadRequest as exc:
         return _bad_request(str(exc))
+    except BodyTooLarge as exc:  # the rest of the body is never read: close the connection
+        return PlainTextResponse(
+            str(exc), status_code=413, headers={"Connection": "close", **_SECURITY_HEADERS}
+        )
     return await run_in_threadpool(_handle(lambda r: _revoke(ctx, r, form)), request)
 
 
@@ -282,18 +312,23 @@ def _revoke(ctx: OnboardingContext, request: Request, form: dict[str, Any]) -> R
     identity = _identity(
         ctx, request, params, ("external_id", "external_system", "revoke_token"), MSG_REVOKE_MISSING
     )
-    if ctx.settings.anonymous_login and not check_revoke_token(
-        ctx.secret, identity.external_system, identity.external_id, params.get("revoke_token")
-    ):
-        return PlainTextResponse(MSG_REVOKE_TOKEN_WRONG, status_code=403, headers=_SECURITY_HEADERS)
+    user_key = None  # authenticated mode: every account the caller's own identity onboarded
+    if ctx.settings.anonymous_login:
+        user_key = revoke_token_user(
+            ctx.secret, identity.external_system, identity.external_id, params.get("revoke_token")
+        )
+        if user_key is None:
+            return PlainTextResponse(MSG_REVOKE_TOKEN_WRONG, status_code=403, headers=_SECURITY_HEADERS)
     redirect_url = _approved(ctx, params["redirect_url"]) if _present(params, "redirect_url") else None
     caller_state = _caller_state(params)
     try:
-        keys = ctx.onboarding.revoke(identity.external_system, identity.external_id)
+        keys = ctx.onboarding.revoke(identity.external_system, identity.external_id, user_key)
     except OnboardingError as exc:
         log.warning("revoke failed (%s): %s", exc.reason, exc)
         if redirect_url:
-            return RedirectResponse(with_query(redirect_url, error=exc.reason, state=caller_state), 302)
+            return RedirectResponse(
+                with_query(redirect_url, error=exc.reason, state=caller_state), 302, headers=_SECURITY_HEADERS
+            )
         return JSONResponse({"error": exc.reason}, status_code=502, headers=_SECURITY_HEADERS)
     if redirect_url:
         return RedirectResponse(with_query(redirect_url, state=caller_state), 302, headers=_SECURITY_HEADERS)

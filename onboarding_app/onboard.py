@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fitonfhir_dagster.fhir.errors import FhirError
-from fitonfhir_dagster.stores.keys import new_user_key
+from fitonfhir_dagster.stores.keys import USER_KEY_RE, check_user_key, new_user_key
 from fitonfhir_dagster.stores.users import User, UsersTable, UserState
 from fitonfhir_dagster.stores.vault import TokenVault
 
@@ -93,11 +93,16 @@ class Onboarding:
         log.info("onboarded user %s (Patient %s)", user.key, patient_id)
         return user
 
-    def revoke(self, external_system: str, external_id: str) -> list[str]:
-        """Revoke every user onboarded for this identity; returns their keys."""
+    def revoke(self, external_system: str, external_id: str, user_key: str | None = None) -> list[str]:
+        """Revoke the users onboarded for this identity (only ``user_key`` when given); returns their keys.
+
+        Anonymous callers pass the key their revoke token names: anyone can onboard a Google account
+        under any identity, so an identity alone must never reach other accounts.
+        """
         revoked = []
-        for user in self.users.list():
-            if (user.external_system, user.external_id) != (external_system, external_id):
+        candidates = self.users.list() if user_key is None else [self.users.get(user_key)]
+        for user in candidates:
+            if user is None or (user.external_system, user.external_id) != (external_system, external_id):
                 continue
             if user.state == UserState.REVOKED:
                 continue
@@ -114,12 +119,23 @@ class Onboarding:
         return revoked
 
 
-def revoke_token(secret: bytes, external_system: str, external_id: str) -> str:
-    """A capability to revoke this identity in anonymous mode, handed out on a successful onboarding."""
-    message = b"fitonfhir-revoke:" + json.dumps([external_system, external_id]).encode()
+def _revoke_mac(secret: bytes, external_system: str, external_id: str, user_key: str) -> str:
+    message = b"fitonfhir-revoke:" + json.dumps([external_system, external_id, user_key]).encode()
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def check_revoke_token(secret: bytes, external_system: str, external_id: str, token: Any) -> bool:
-    expected = revoke_token(secret, external_system, external_id)
-    return isinstance(token, str) and hmac.compare_digest(expected.encode(), token.encode())
+def revoke_token(secret: bytes, external_system: str, external_id: str, user_key: str) -> str:
+    """A capability to revoke one onboarded account in anonymous mode: ``<user key>.<HMAC>``, handed
+    out on its successful onboarding and bound to both the account and the identity it was linked to."""
+    return f"{check_user_key(user_key)}.{_revoke_mac(secret, external_system, external_id, user_key)}"
+
+
+def revoke_token_user(secret: bytes, external_system: str, external_id: str, token: Any) -> str | None:
+    """The user key a valid revoke token names for this identity, or None for anything else."""
+    if not isinstance(token, str):
+        return None
+    user_key, dot, mac = token.partition(".")
+    if not dot or not USER_KEY_RE.fullmatch(user_key):
+        return None
+    expected = _revoke_mac(secret, external_system, external_id, user_key)
+    return user_key if hmac.compare_digest(expected.encode(), mac.encode()) else None

@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..pipeline.datasets import DatasetsSummary
 from ..pipeline.messages import MessagesSummary
+from ..pipeline.observations import ObservationsSummary
 
 
 def points_table(values_by_type: dict[str, list[float]]) -> dg.TableMetadataValue:
@@ -46,10 +47,10 @@ def datasets_metadata(s: DatasetsSummary) -> dict[str, dg.MetadataValue]:
         "api_calls": dg.MetadataValue.int(s.api_calls),
         "bytes": dg.MetadataValue.int(s.bytes),
         "bad_points": dg.MetadataValue.int(s.bad_points),
+        "overlapping_points_left_to_their_start_day": dg.MetadataValue.int(s.dropped_outside_day),
+        "duplicate_points_dropped": dg.MetadataValue.int(s.duplicates),
         "points_by_type": points_table(s.values_by_type),
     }
-    if s.skipped:
-        meta["skipped"] = dg.MetadataValue.text(s.skipped)
     return meta
 
 
@@ -60,4 +61,15 @@ def messages_metadata(s: MessagesSummary) -> dict[str, dg.MetadataValue]:
         "bytes": dg.MetadataValue.int(s.bytes),
         "batches": dg.MetadataValue.int(s.batches),
         "published_to_event_hub": dg.MetadataValue.bool(s.published),
+    }
+
+
+def observations_metadata(s: ObservationsSummary) -> dict[str, dg.MetadataValue]:
+    return {
+        "observations": dg.MetadataValue.int(s.observations),
+        "created": dg.MetadataValue.int(s.created),
+        "updated": dg.MetadataValue.int(s.updated),
+        "unchanged": dg.MetadataValue.int(s.unchanged),
+        "dead_lettered": dg.MetadataValue.int(s.dead_letters),
+        "dead_letter_reasons": dg.MetadataValue.json(s.dead_letter_reasons),
     }

@@ -349,7 +349,7 @@ class FhirClient:
     def upsert(self, resource: Mapping[str, Any], if_match: str | None = None) -> dict[str, Any]:
         """Write ``resource`` under its deterministic id; falls back to a conditional create by identifier
         for servers that refuse client-assigned ids (remembered in ``write_mode``)."""
-        mode = self._decide_write_mode(str(resource["resourceType"]))
+        mode = self.write_mode_for(str(resource["resourceType"]))
         if mode == WRITE_MODE_PUT:
             try:
                 return self.update(resource, if_match=if_match)
@@ -374,7 +374,8 @@ class FhirClient:
         version = (stored.get("meta") or {}).get("versionId")
         return self.update({**resource, "id": stored["id"]}, if_match=version), "updated"
 
-    def _decide_write_mode(self, resource_type: str) -> str:
+    def write_mode_for(self, resource_type: str) -> str:
+        """``put`` (client-assigned ids) or ``conditional-create`` for servers that refuse them."""
         if self.write_mode is None:
             self.write_mode = WRITE_MODE_PUT
             try:
@@ -402,7 +403,7 @@ class FhirClient:
         for resource in resources:
             by_type.setdefault(str(resource["resourceType"]), []).append(resource)
         for rtype, group in by_type.items():
-            if self._decide_write_mode(rtype) != WRITE_MODE_PUT:
+            if self.write_mode_for(rtype) != WRITE_MODE_PUT:
                 for resource in group:  # rare servers: one request or two per resource
                     _, outcome = self._upsert_by_identifier(resource)
                     setattr(summary, outcome, getattr(summary, outcome) + 1)

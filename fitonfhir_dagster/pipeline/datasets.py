@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from ..googlefit import errors as fit_errors
-from ..googlefit.client import GoogleFitClient, select_streams
+from ..googlefit.client import DayFetch, GoogleFitClient, select_streams
 from ..stores.archive import object_name
 from ..stores.users import User, UserState
 from .errors import TransientUserDayError, UserDayError, UserNotImportable
@@ -24,14 +24,15 @@ OBJECT = "datasets.json"
 class DatasetsSummary:
     user_key: str
     day: str
-    skipped: str = ""  # why nothing was fetched (revoked/unauthorized user)
     streams: int = 0
     pages: int = 0
     points: int = 0
     api_calls: int = 0
     bytes: int = 0
     bad_points: int = 0
-    outside_day: int = 0  # points whose start lies outside the partition day (must stay 0)
+    outside_day: int = 0  # archived points whose start lies outside the partition day (must stay 0)
+    dropped_outside_day: int = 0  # overlapping points Google returned that belong to the neighbour day
+    duplicates: int = 0  # identical points seen on several pages, kept once
     values_by_type: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -53,37 +54,21 @@ def _importable_user(ports: Ports, user_key: str, day: str) -> User:
 
 def fetch_user_day(ports: Ports, day: str, user_key: str) -> DatasetsSummary:
     user = _importable_user(ports, user_key, day)
-    summary = DatasetsSummary(user_key=user_key, day=day)
     if user.state is not UserState.ACTIVE:
-        summary.skipped = f"user is {user.state.value}"
-        return summary
-    refresh_token = ports.vault.get(user_key)
-    if not refresh_token:
+        raise UserNotImportable(user_key, day, f"user is {user.state.value}; they must onboard again")
+    token = ports.vault.get(user_key)
+    if not token:
         raise UserNotImportable(user_key, day, "no refresh token in the vault; the user must onboard again")
-
-    def store_rotated(new_token: str) -> None:
-        ports.vault.put(user_key, new_token)
-
-    client = GoogleFitClient(
-        ports.settings, refresh_token, on_refresh_token=store_rotated, bad_points="collect"
-    )
     try:
-        sources = select_streams(
-            client.list_data_sources(), ports.settings.stream_policy, ports.settings.data_types
-        )
-        fetched = client.fetch_day(date.fromisoformat(day), sources)
+        fetched, sources = _fetch(ports, day, user_key, token)
     except fit_errors.ConsentRevoked as exc:
-        ports.users.set_state(
-            user_key, UserState.UNAUTHORIZED, reason="invalid_grant: consent revoked or expired"
-        )
-        raise UserNotImportable(
-            user_key, day, f"Google refused the refresh token ({exc}); user marked unauthorized"
-        ) from exc
-    except fit_errors.GoogleFitError as exc:
-        cls = TransientUserDayError if exc.retryable else UserDayError
-        raise cls(user_key, day, f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        client.close()
+        current = ports.vault.get(user_key)
+        if not current or current == token:
+            raise _unauthorized(ports, user_key, day, exc) from exc
+        try:  # another run rotated the refresh token after we read it: once more with the new one
+            fetched, sources = _fetch(ports, day, user_key, current)
+        except fit_errors.ConsentRevoked as again:
+            raise _unauthorized(ports, user_key, day, again) from again
 
     document = {
         "user": user_key,
@@ -100,7 +85,7 @@ def fetch_user_day(ports: Ports, day: str, user_key: str) -> DatasetsSummary:
         "stats": fetched.stats.as_dict(),
     }
     ports.archive.put(datasets_object(day, user_key), orjson.dumps(document))
-    return summarize(document, summary)
+    return summarize(document, DatasetsSummary(user_key=user_key, day=day))
 
 
 def summarize(document: dict[str, Any], summary: DatasetsSummary) -> DatasetsSummary:
@@ -111,6 +96,8 @@ def summarize(document: dict[str, Any], summary: DatasetsSummary) -> DatasetsSum
     summary.api_calls = int(stats.get("api_calls", 0))
     summary.bytes = int(stats.get("bytes", 0))
     summary.bad_points = len(document.get("badPoints", []))
+    summary.dropped_outside_day = int(stats.get("outside_day", 0))
+    summary.duplicates = int(stats.get("duplicates", 0))
     for pages in document["pages"].values():
         summary.pages += len(pages)
         for page in pages:
@@ -121,6 +108,38 @@ def summarize(document: dict[str, Any], summary: DatasetsSummary) -> DatasetsSum
                 first = (point.get("value") or [{}])[0]
                 number = first.get("fpVal", first.get("intVal"))
                 if isinstance(number, int | float):
-                    values[point["dataTypeName"]].append(float(number))
+                    values[str(point.get("dataTypeName"))].append(float(number))
     summary.values_by_type = dict(values)
     return summary
+
+
+def _unauthorized(ports: Ports, user_key: str, day: str, exc: Exception) -> UserNotImportable:
+    ports.users.set_state(
+        user_key, UserState.UNAUTHORIZED, reason="invalid_grant: consent revoked or expired"
+    )
+    return UserNotImportable(
+        user_key, day, f"Google refused the refresh token ({exc}); user marked unauthorized"
+    )
+
+
+def _fetch(
+    ports: Ports, day: str, user_key: str, refresh_token: str
+) -> tuple[DayFetch, list[dict[str, Any]]]:
+    def store_rotated(new_token: str) -> None:
+        ports.vault.put(user_key, new_token)
+
+    client = GoogleFitClient(
+        ports.settings, refresh_token, on_refresh_token=store_rotated, bad_points="collect"
+    )
+    try:
+        sources = select_streams(
+            client.list_data_sources(), ports.settings.stream_policy, ports.settings.data_types
+        )
+        return client.fetch_day(date.fromisoformat(day), sources), sources
+    except fit_errors.ConsentRevoked:
+        raise
+    except fit_errors.GoogleFitError as exc:
+        cls = TransientUserDayError if exc.retryable else UserDayError
+        raise cls(user_key, day, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        client.close()

@@ -6,13 +6,14 @@ with the new one by MedTech's rules, and only resources that changed are sent (w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from ..fhir.bundles import put_entry
-from ..fhir.client import FhirClient
+from ..fhir.bundles import chunks, identifier_query, put_entry
+from ..fhir.client import WRITE_MODE_CONDITIONAL_CREATE, WRITE_MODE_PUT, FhirClient
 from ..fhir.errors import FhirError, PreconditionFailed
 from ..medtech.converter import Converter
 from ..medtech.identity import CreateIdentity, IdentityResolver, PatientReferenceIdentity
@@ -76,16 +77,33 @@ def convert_user_day(
     except PreconditionFailed as exc:
         raise TransientUserDayError(user_key, day, f"concurrent change on the FHIR server: {exc}") from exc
     except FhirError as exc:
-        cls = TransientUserDayError if exc.status in (429, 500, 502, 503, 504) else UserDayError
+        cls = TransientUserDayError if exc.retryable else UserDayError
         raise cls(user_key, day, f"FHIR write failed: {exc}") from exc
     return summary
 
 
 def _write_merged(fhir: FhirClient, result: Any, summary: ObservationsSummary) -> None:
-    pending = {str(o["id"]): o for o in result.observations}
-    for _ in range(MAX_MERGE_ATTEMPTS):
-        if not pending:
+    """Write what changed, one transaction Bundle per chunk (all-or-nothing), merging with stored versions."""
+    if fhir.write_mode_for("Observation") != WRITE_MODE_PUT:
+        _write_by_identifier(fhir, result, summary)
+        return
+    for index, chunk in enumerate(chunks(result.observations, fhir.bundle_size)):
+        try:
+            _write_chunk(fhir, result, chunk, summary)
+        except FhirError as exc:
+            if exc.status != 405 or index:
+                raise
+            # PUT with our id refused although the CapabilityStatement did not say so: fall back.
+            fhir.write_mode = WRITE_MODE_CONDITIONAL_CREATE
+            _write_by_identifier(fhir, result, summary)
             return
+
+
+def _write_chunk(
+    fhir: FhirClient, result: Any, chunk: Sequence[dict[str, Any]], summary: ObservationsSummary
+) -> None:
+    pending = {str(o["id"]): o for o in chunk}
+    for _ in range(MAX_MERGE_ATTEMPTS):
         existing = fhir.read_many("Observation", list(pending))
         entries, is_new, unchanged = [], [], 0
         for obs_id, new in pending.items():
@@ -101,12 +119,35 @@ def _write_merged(fhir: FhirClient, result: Any, summary: ObservationsSummary) -
             entries.append(put_entry(merged, if_match=(current.get("meta") or {}).get("versionId")))
             is_new.append(False)
         try:
-            fhir.transaction(entries)
+            if entries:
+                fhir.transaction(entries)
         except PreconditionFailed:
-            continue  # someone wrote in between: re-read, re-merge, retry
+            continue  # someone wrote in between: re-read, re-merge, retry this chunk
         summary.unchanged += unchanged
         summary.created += sum(is_new)
         summary.updated += len(is_new) - sum(is_new)
         summary.written_ids.extend(e["resource"]["id"] for e in entries)
         return
     raise PreconditionFailed(412, "POST", "transaction", detail="Observations kept changing while merging")
+
+
+def _write_by_identifier(fhir: FhirClient, result: Any, summary: ObservationsSummary) -> None:
+    """For servers that refuse client-assigned ids: find each Observation by its MedTech identifier."""
+    for new in result.observations:
+        identifier = new["identifier"][0]
+        system, value = identifier.get("system"), identifier["value"]
+        matches = fhir.find_by_identifier("Observation", system, value)
+        if not matches:
+            stored, _ = fhir.conditional_create(new, identifier_query(system, value))
+            summary.created += 1
+            summary.written_ids.append(str(stored["id"]))
+            continue
+        current = matches[0]
+        merged, changed = result.merge_observation(current, new)
+        if not changed:
+            summary.unchanged += 1
+            continue
+        merged["id"] = current["id"]
+        fhir.update(merged, if_match=(current.get("meta") or {}).get("versionId"))
+        summary.updated += 1
+        summary.written_ids.append(str(current["id"]))

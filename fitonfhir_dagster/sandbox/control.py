@@ -1,7 +1,10 @@
 """The sandbox-only control API under ``/_sandbox`` (faults, revocation, settings, clock).
 
 It exists only in the sandbox, which binds only to loopback; each call is also refused unless the
-peer address is a loopback address.
+peer address is a loopback address. A web page the developer visits could still reach it through the
+browser: a cross-site "simple" POST (form or text/plain fetch) or a DNS-rebound name resolving to
+127.0.0.1. So calls must also name a loopback Host, carry no foreign Origin, and POST JSON (which a
+cross-site page can only send after a CORS preflight this API never grants).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from starlette.requests import Request
@@ -29,6 +33,35 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host or "").is_loopback
     except ValueError:
         return False
+
+
+def _hostname(authority: str) -> str | None:
+    """The host of ``host[:port]`` or ``[v6]:port`` (lower-cased), None when it is anything else."""
+    if not authority or any(c in authority for c in "@/?#\\"):
+        return None
+    try:
+        return urlsplit("//" + authority).hostname
+    except ValueError:
+        return None
+
+
+def _origin_hostname(origin: str) -> str | None:
+    scheme, sep, authority = origin.partition("://")
+    return _hostname(authority) if sep and scheme in ("http", "https") else None
+
+
+def _browser_refusal(request: Request) -> tuple[int, str] | None:
+    """Why a request that a foreign web page could have made is refused, or None."""
+    host = request.headers.get("host", "")
+    if not is_loopback(_hostname(host)):
+        return 403, f"the sandbox control API only answers requests for a loopback host, not {host!r}"
+    origin = request.headers.get("origin")
+    if origin is not None and not is_loopback(_origin_hostname(origin)):
+        return 403, f"the sandbox control API refuses cross-site requests (Origin {origin!r})"
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if request.method == "POST" and media_type != "application/json":
+        return 415, "POST to the sandbox control API needs 'Content-Type: application/json'"
+    return None
 
 
 def _problem(status: int, message: str) -> JSONResponse:
@@ -63,6 +96,9 @@ class ControlRoutes:
         async def guarded(request: Request) -> Response:
             if not is_loopback(request.client.host if request.client else None):
                 return _problem(403, "the sandbox control API only answers loopback clients")
+            refusal = _browser_refusal(request)
+            if refusal is not None:
+                return _problem(*refusal)
             try:
                 result: Response = await handler(request)
             except FaultSpecError as exc:

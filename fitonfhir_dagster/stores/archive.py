@@ -7,6 +7,7 @@ can become a path outside the archive. Writes replace whole objects, so a re-run
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -35,10 +36,27 @@ class Archive(Protocol):
     def delete(self, name: str) -> None: ...
 
 
+def _private_dirs(path: Path, top: Path) -> None:
+    """Create ``path`` and its missing parents (never ``top`` or above) as 0700 directories: mkdir's
+    mode is masked by the umask and not applied to parents, so each one is set explicitly."""
+    missing = []
+    while not path.exists() and path != top and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # a concurrent writer made it
+        os.chmod(directory, 0o700)
+
+
 class LocalArchive:
+    """Files under ``root``: health data, so directories are 0700 and files 0600 whatever the umask."""
+
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        _private_dirs(self.root, Path(self.root.anchor))
 
     def _path(self, name: str) -> Path:
         parts = name.split("/")
@@ -51,10 +69,15 @@ class LocalArchive:
 
     def put(self, name: str, data: bytes) -> None:
         path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        _private_dirs(path.parent, self.root)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")  # 0600
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def get(self, name: str) -> bytes | None:
         path = self._path(name)

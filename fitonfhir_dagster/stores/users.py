@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -87,11 +88,14 @@ _INSERT = f"INSERT INTO users ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * l
 
 
 class SqliteUsersTable:
-    """SQLite users table under FITONFHIR_HOME; every query is parameterised."""
+    """SQLite users table under FITONFHIR_HOME; every query is parameterised. The database (it links
+    Google accounts to patients) is private to the owner: file 0600, new parent directory 0700."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # create the file 0600 before SQLite does (0644): its -wal/-shm files copy the database's mode
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._lock = threading.Lock()
         with self._connect() as db:
             db.execute(
@@ -103,6 +107,15 @@ class SqliteUsersTable:
                 " state_changed_at TEXT NOT NULL)"
             )
             db.execute("CREATE INDEX IF NOT EXISTS users_patient ON users(patient_id)")
+        self._make_private()
+
+    def _make_private(self) -> None:
+        """0600 for the database and, when present, its WAL files (they may predate this version)."""
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.chmod(f"{self.path}{suffix}", 0o600)
+            except FileNotFoundError:
+                continue
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)

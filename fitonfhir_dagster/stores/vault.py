@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -23,16 +24,38 @@ class TokenVault(Protocol):
     def delete(self, user_key: str) -> None: ...
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _private_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a fresh 0600 file next to ``path`` whose name no other writer uses."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o600)
         os.write(fd, data)
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+        os.unlink(name)
+        raise
+    os.close(fd)
+    return Path(name)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    os.replace(_private_temp(path, data), path)
+
+
+def _create_private_once(path: Path, data: bytes) -> bytes:
+    """Create ``path`` holding ``data`` unless it exists; either way return what ``path`` holds.
+
+    The complete file appears at once (hard link of a private temp file), so concurrent first users
+    all end up reading the single winner's content, never a half-written or a second key."""
+    tmp = _private_temp(path, data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another process created it first: use theirs
+    finally:
+        tmp.unlink()
+    return path.read_bytes()
 
 
 class LocalTokenVault:
@@ -46,9 +69,9 @@ class LocalTokenVault:
 
     def _key_from_file(self) -> bytes:
         key_file = self.directory / "vault.key"
-        if not key_file.exists():
-            _write_private(key_file, Fernet.generate_key())
-        return key_file.read_bytes().strip()
+        if key_file.exists():
+            return key_file.read_bytes().strip()
+        return _create_private_once(key_file, Fernet.generate_key()).strip()
 
     def _path(self, user_key: str) -> Path:
         return self.directory / f"{check_user_key(user_key)}.token"

@@ -67,7 +67,7 @@ def test_users_sensor_adds_new_active_users_and_requests_their_first_days(tmp_pa
         assert again.run_requests == [] and not again.dynamic_partitions_requests
 
 
-def test_daily_schedule_requests_yesterday_for_active_users_only_in_batches(tmp_path, users, monkeypatch):
+def test_daily_schedule_requests_the_lookback_days_for_active_users_only_in_batches(tmp_path, users):
     keys = _onboard(users, 4)
     users.set_state(keys[1], UserState.UNAUTHORIZED, "invalid_grant")
     with dg.instance_for_test() as instance:
@@ -80,9 +80,10 @@ def test_daily_schedule_requests_yesterday_for_active_users_only_in_batches(tmp_
         )
         result = daily_import_schedule.evaluate_tick(context)
         ranges = [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in result.run_requests]
+        # yesterday and the two days before (FITONFHIR_LOOKBACK_DAYS=3): late uploads are picked up
         assert ranges == [
-            (f"2026-11-28|{keys[0]}", f"2026-11-28|{keys[0]}"),
-            (f"2026-11-28|{keys[2]}", f"2026-11-28|{keys[3]}"),
+            (f"2026-11-26|{keys[0]}", f"2026-11-28|{keys[0]}"),
+            (f"2026-11-26|{keys[2]}", f"2026-11-28|{keys[3]}"),
         ]
         assert len({r.run_key for r in result.run_requests}) == 2
 
@@ -117,3 +118,24 @@ def test_intraday_refresh_is_off_by_default_and_requests_today_with_an_hourly_ru
         assert request.tags[RANGE_START] == f"2026-11-29|{keys[0]}"
         assert request.tags[RANGE_END] == f"2026-11-29|{keys[1]}"
         assert request.run_key.startswith("intraday-2026-11-29T14")
+
+
+def test_users_sensor_re_imports_the_history_of_a_user_who_comes_back_after_revoking(tmp_path, users):
+    [key] = _onboard(users, 1)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("users", [key])
+        context = dg.build_sensor_context(
+            instance=instance,
+            resources={"fitonfhir": FitOnFhirResource(home=str(tmp_path))},
+            definitions=defs,
+            cursor="2026-01-01T00:00:00Z",
+        )
+        users.set_state(key, UserState.REVOKED, "user initiated")
+        assert users_sensor.evaluate_tick(context).run_requests == []  # revoked: nothing
+        user = users.get(key)
+        users.upsert_onboarded(google_sub=user.google_sub, google_issuer="https://sandbox", patient_id="p0")
+        result = users_sensor.evaluate_tick(context)
+        [request] = result.run_requests
+        assert request.run_key.startswith(f"reactivated-{key}-")
+        assert request.tags[RANGE_START].endswith(f"|{key}") and request.tags[RANGE_END].endswith(f"|{key}")
+        assert not result.dynamic_partitions_requests and result.cursor >= users.get(key).state_changed_at

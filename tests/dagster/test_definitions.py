@@ -35,6 +35,7 @@ def test_definitions_are_loadable_with_the_documented_assets_checks_and_automati
     fit = defs.resolve_assets_def("fit_datasets")
     assert fit.op.pool == "google_fit_api"
     assert fit.op.retry_policy is not None
+    assert fit.can_subset
 
 
 def test_dagster_cli_validates_the_workspace():

@@ -14,21 +14,25 @@ DAY1, DAY2 = "2026-11-20", "2026-11-21"
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
-def _run(instance, first_user, last_user, first_day=DAY1, last_day=DAY2):
+def _range_tags(first_user, last_user, first_day, last_day):
     from datetime import date
 
-    tags = range_run_request(
+    return range_run_request(
         date.fromisoformat(first_day), date.fromisoformat(last_day), first_user, last_user, "t"
     ).tags
+
+
+def _run(instance, first_user, last_user, first_day=DAY1, last_day=DAY2):
+    tags = _range_tags(first_user, last_user, first_day, last_day)
     job = defs.resolve_job_def("user_day_import")
     return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=QUIET)
 
 
-def _meta(result, node, key):
+def _meta(result, asset, key):
     return {
-        m.partition: m.metadata[key].value
-        for m in result.asset_materializations_for_node(node)
-        if key in m.metadata
+        e.materialization.partition: e.materialization.metadata[key].value
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(asset) and key in e.materialization.metadata
     }
 
 
@@ -90,12 +94,47 @@ def test_a_revoked_user_fails_alone_and_is_marked_unauthorized(world, instance):
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "user marked unauthorized" in failure.step_failure_data.error.message
     assert first.key in failure.step_failure_data.error.message
-    assert result.retry_attempts_for_node("fit_datasets") == 0  # consent errors are not retried
+    assert result.retry_attempts_for_node("user_day_steps") == 0  # consent errors are not retried
     assert open_users_table(world.settings).get(first.key).state is UserState.UNAUTHORIZED
-    # the other user of the same run was fetched, archived and materialized regardless
-    materialized = instance.get_materialized_partitions(dg.AssetKey("fit_datasets"))
-    assert f"{DAY1}|{second.key}" in materialized and f"{DAY1}|{first.key}" not in materialized
-    assert open_archive(world.settings).get(f"fit_datasets/date={DAY1}/user={second.key}/datasets.json")
+    # the other user of the same run went all the way to FHIR and is materialized in every asset
+    for asset in ("fit_datasets", "device_messages", "fhir_observations"):
+        materialized = instance.get_materialized_partitions(dg.AssetKey(asset))
+        assert f"{DAY1}|{second.key}" in materialized and f"{DAY1}|{first.key}" not in materialized
+
+
+def test_an_unexpected_error_for_one_user_day_is_isolated_and_retried(world, instance):
+    first, second = world.users
+    assert _run(instance, first.key, second.key, DAY1, DAY1).success
+    archive = open_archive(world.settings)
+    archive.put(f"fit_datasets/date={DAY1}/user={first.key}/datasets.json", b"{not json")  # corrupted object
+    job = defs.resolve_job_def("user_day_import")
+    result = job.execute_in_process(
+        instance=instance,
+        tags=_range_tags(first.key, second.key, DAY1, DAY1),
+        asset_selection=[dg.AssetKey("device_messages"), dg.AssetKey("fhir_observations")],
+        raise_on_error=False,
+        run_config=QUIET,
+    )
+    assert not result.success
+    assert result.retry_attempts_for_node("user_day_steps") == 3  # unknown errors count as transient
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][-1]
+    failed = failure.step_failure_data.user_failure_data.metadata["failed_partitions"].value
+    assert failed == [f"{DAY1}|{first.key}"]
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert "device_messages: JSONDecodeError" in str(retried[0].event_specific_data.error.cause)
+    records = instance.fetch_materializations(dg.AssetKey("device_messages"), limit=100).records
+    assert {r.partition_key for r in records if r.run_id == result.run_id} == {f"{DAY1}|{second.key}"}
+
+
+def test_a_revoked_user_inside_a_backfill_range_fails_alone_with_a_clear_reason(world, instance):
+    first, second = world.users
+    open_users_table(world.settings).set_state(first.key, UserState.REVOKED, "user_initiated")
+    result = _run(instance, first.key, second.key, DAY1, DAY1)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert f"{DAY1}|{first.key}: user is revoked" in failure.step_failure_data.error.message
+    assert f"{DAY1}|{first.key}" not in instance.get_materialized_partitions(dg.AssetKey("fit_datasets"))
+    assert f"{DAY1}|{second.key}" in instance.get_materialized_partitions(dg.AssetKey("fhir_observations"))
 
 
 def test_malformed_points_are_dead_lettered_with_their_reason_and_flagged(world, instance):

@@ -190,6 +190,28 @@ def test_revoke_with_the_handed_out_token_revokes_at_google(app, sandbox):
     assert (revoked.state, revoked.state_reason) == (UserState.REVOKED, "user_initiated")
 
 
+def test_a_second_google_account_under_the_same_identity_revokes_only_itself(app, sandbox):
+    victim_query = back(consent(app, sandbox, "flow-10", email="victim-10@example.com"))
+    intruder_query = back(consent(app, sandbox, "flow-10", email="intruder-10@example.com"))
+    victim = app.users.find_by_google_sub(sandbox.sub_for_email("victim-10@example.com"))
+    intruder = app.users.find_by_google_sub(sandbox.sub_for_email("intruder-10@example.com"))
+    assert victim_query["revoke_token"] != intruder_query["revoke_token"]
+    victim_refresh = app.vault.get(victim.key)
+    response = app.post(
+        "/api/googlefit/revoke",
+        data={
+            "external_system": SYSTEM,
+            "external_id": "flow-10",
+            "revoke_token": intruder_query["revoke_token"],
+        },
+    )
+    assert response.json() == {"revoked": 1}
+    assert app.users.get(intruder.key).state == UserState.REVOKED
+    assert app.users.get(victim.key).state == UserState.ACTIVE
+    assert app.vault.get(victim.key) == victim_refresh
+    assert refresh(sandbox, victim_refresh).status_code == 200
+
+
 def test_revoke_when_google_fails_changes_nothing(app, sandbox):
     query = back(consent(app, sandbox, "flow-8"))
     [user] = app.users.list()
@@ -200,6 +222,26 @@ def test_revoke_when_google_fails_changes_nothing(app, sandbox):
     )
     assert response.status_code == 502 and response.json() == {"error": "revoke_failed"}
     assert app.vault.get(user.key) and app.users.get(user.key).state == UserState.ACTIVE
+
+
+def test_a_failed_revoke_redirects_back_with_the_error_and_the_security_headers(app, sandbox):
+    query = back(consent(app, sandbox, "flow-11"))
+    [user] = app.users.list()
+    sandbox.context.faults.add(FaultRule(path="^/revoke$", status=503))
+    response = app.post(
+        "/api/googlefit/revoke",
+        data={
+            "external_system": SYSTEM,
+            "external_id": "flow-11",
+            "revoke_token": query["revoke_token"],
+            "redirect_url": APPROVED,
+            "state": "s-11",
+        },
+    )
+    assert back(response) == {"error": "revoke_failed", "state": "s-11"}
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["cache-control"] == "no-store"
+    assert app.users.get(user.key).state == UserState.ACTIVE
 
 
 def test_a_token_already_revoked_at_google_still_revokes_here(app, sandbox):

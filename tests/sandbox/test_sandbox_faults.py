@@ -97,7 +97,7 @@ def test_invalid_grant_on_the_token_endpoint(sandbox, user):
 
 def test_revoking_a_user_over_http(sandbox, user):
     sub = sandbox.sub_for_email("faulty@example.com")
-    answer = requests.post(f"{sandbox.url}/_sandbox/users/{sub}/revoke", timeout=5)
+    answer = requests.post(f"{sandbox.url}/_sandbox/users/{sub}/revoke", json={}, timeout=5)
     assert answer.status_code == 200 and answer.json()["revoked_grants"] >= 1
     assert sandbox.refresh(user["refresh_token"]).json()["error"] == "invalid_grant"
     assert _sources(sandbox, user).status_code == 401
@@ -211,7 +211,12 @@ def test_bad_fault_specs_are_rejected_naming_the_field(sandbox, spec, fragment):
 
 
 def test_control_api_rejects_bodies_that_are_not_json(sandbox):
-    answer = requests.post(sandbox.url + "/_sandbox/faults", data=b"{nope", timeout=5)
+    answer = requests.post(
+        sandbox.url + "/_sandbox/faults",
+        data=b"{nope",
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
     assert answer.status_code == 400 and "not valid JSON" in answer.json()["error"]
 
 
@@ -247,4 +252,6 @@ def test_control_api_settings_clock_and_account_lookup(sandbox):
         requests.get(sandbox.url + "/_sandbox/accounts", params={"email": "nope"}, timeout=5).status_code
         == 400
     )
-    assert requests.post(sandbox.url + "/_sandbox/users/not-a-sub/revoke", timeout=5).status_code == 400
+    assert (
+        requests.post(sandbox.url + "/_sandbox/users/not-a-sub/revoke", json={}, timeout=5).status_code == 400
+    )
