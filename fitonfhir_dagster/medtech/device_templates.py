@@ -236,21 +236,27 @@ def parse_bool(value: Any) -> bool | None:
     return None
 
 
-def load_device_mapping(source: Any, source_name: str = "device mapping") -> DeviceMapping:
-    """Validate and compile a ``CollectionContent`` mapping (a parsed dict or JSON text).
-
-    Raises ``InvalidTemplateException`` naming the template index, type name and line.
-    """
+def parse_mapping_source(source: Any, source_name: str) -> Any:
+    """A mapping given as bytes or JSON text parsed with line numbers kept; dicts pass through."""
     if isinstance(source, bytes | bytearray):
         source = source.decode("utf-8")
     if isinstance(source, str):
         try:
-            source = load_json_with_lines(source)
+            return load_json_with_lines(source)
         except json.JSONDecodeError as exc:
             raise InvalidTemplateException(
                 f"{source_name}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
                 exc.lineno,
             ) from None
+    return source
+
+
+def load_device_mapping(source: Any, source_name: str = "device mapping") -> DeviceMapping:
+    """Validate and compile a ``CollectionContent`` mapping (a parsed dict or JSON text).
+
+    Raises ``InvalidTemplateException`` naming the template index, type name and line.
+    """
+    source = parse_mapping_source(source, source_name)
     loader = _Loader(source_name)
     root = loader.keyed(source, {"templatetype", "template"}, "root")
     if normalise_kind(root.get("templatetype", "")) != "collectioncontent":

@@ -7,15 +7,14 @@ case-sensitive. Unlike MedTech, an unsupported ``periodInterval`` or a SampledDa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from fitonfhir_dagster.medtech.device_templates import (
     LineDict,
-    load_json_with_lines,
     normalise_kind,
+    parse_mapping_source,
 )
 from fitonfhir_dagster.medtech.errors import InvalidTemplateException
 
@@ -191,16 +190,7 @@ def _period(reader: _Reader, raw: Any) -> int:
 
 def load_fhir_mapping(source: Any, source_name: str = "FHIR mapping") -> FhirMapping:
     """Validate a ``CollectionFhir`` mapping (parsed dict or JSON text); errors name template and line."""
-    if isinstance(source, bytes | bytearray):
-        source = source.decode("utf-8")
-    if isinstance(source, str):
-        try:
-            source = load_json_with_lines(source)
-        except json.JSONDecodeError as exc:
-            raise InvalidTemplateException(
-                f"{source_name}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                exc.lineno,
-            ) from None
+    source = parse_mapping_source(source, source_name)
     root_reader = _Reader(source_name, "root", source.line if isinstance(source, LineDict) else None)
     root = root_reader.keyed(source, {"templatetype", "template"}, "mapping")
     if normalise_kind(root.get("templatetype", "")) != "collectionfhir":
