@@ -7,30 +7,17 @@ same code paths (signed state, PKCE, code exchange, Patient, vault, users row) r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import requests
+
+from .sandbox.consent_form import ConsentForm
 
 SANDBOX_SYSTEM = "urn:fitonfhir:sandbox-patient"
 
 
 class SandboxOnboardingError(RuntimeError):
     pass
-
-
-class _ConsentForm(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.action = ""
-        self.fields: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attr = {k: v or "" for k, v in attrs}
-        if tag == "form" and not self.action:
-            self.action = attr.get("action", "")
-        elif tag == "input" and attr.get("name"):
-            self.fields[attr["name"]] = attr.get("value", "")
 
 
 @dataclass(frozen=True)
@@ -64,8 +51,7 @@ def onboard_sandbox_user(onboarding_url: str, index: int, timeout: float = 30) -
         raise SandboxOnboardingError(f"authorize refused ({answer.status_code}): {answer.text[:200]}")
     auth_url = answer.json()["authUrl"]
     page = http.get(auth_url, timeout=timeout)
-    form = _ConsentForm()
-    form.feed(page.text)
+    form = ConsentForm(page.text)
     if page.status_code != 200 or not form.action:
         raise SandboxOnboardingError(f"no consent page at the authorization URL (HTTP {page.status_code})")
     decision = http.post(

@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -29,28 +28,13 @@ import uvicorn
 
 from fitonfhir_dagster.config import DEFAULT_SCOPES, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 from fitonfhir_dagster.sandbox import accounts
+from fitonfhir_dagster.sandbox.consent_form import ConsentForm
 from fitonfhir_dagster.sandbox.context import ClientSpec, GoogleSandbox
 from fitonfhir_dagster.sandbox.faults import FaultRule
 from fitonfhir_dagster.sandbox.oauth import AUTH_PATH, DECISION_PATH, REVOKE_PATH, TOKEN_PATH
 from fitonfhir_dagster.sandbox.server import create_sandbox_app
 
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:65535/callback"  # allowed by the loopback policy; never contacted
-
-
-class _FormFields(HTMLParser):
-    """The consent page's form inputs (hidden fields and the e-mail box)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fields: dict[str, str] = {}
-        self.action = ""
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attr = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.action = attr.get("action", "")
-        elif tag == "input" and attr.get("name"):
-            self.fields[attr["name"]] = attr.get("value", "")
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -159,8 +143,7 @@ class SandboxHandle:
         self, page_html: str, *, email: str, decision: str = "allow", session: requests.Session | None = None
     ) -> dict[str, str]:
         """Post a consent page (as returned by an authorization URL) and return the redirect's query."""
-        form = _FormFields()
-        form.feed(page_html)
+        form = ConsentForm(page_html)
         if form.action != DECISION_PATH:
             raise AssertionError(f"not a sandbox consent page (form action {form.action!r})")
         fields = {**form.fields, "email": email, "decision": decision}
