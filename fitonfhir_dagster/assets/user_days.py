@@ -111,14 +111,18 @@ def user_day_steps(context: dg.AssetExecutionContext, fitonfhir: FitOnFhirResour
     for step in steps:
         for key, summary in done[step].items():
             context.add_asset_metadata(METADATA[step](summary), asset_key=step, partition_key=key)
-        results = {
-            FIT_DATASETS: lambda: datasets_checks(done[FIT_DATASETS]),
-            DEVICE_MESSAGES: lambda: messages_checks(done[DEVICE_MESSAGES]),
-            FHIR_OBSERVATIONS: lambda: observations_checks(done[FHIR_OBSERVATIONS], fitonfhir.fhir),
-        }[step]()
+        results = _check_results(step, done[step], fitonfhir)
         yield dg.MaterializeResult(
             asset_key=step, check_results=[r for r in results if r.check_name in checks]
         )
+
+
+def _check_results(step: str, summaries: dict[str, Any], fitonfhir: FitOnFhirResource) -> list[Any]:
+    if step == FIT_DATASETS:
+        return datasets_checks(summaries)
+    if step == DEVICE_MESSAGES:
+        return messages_checks(summaries)
+    return observations_checks(summaries, fitonfhir.fhir)
 
 
 def _fail_after_materializing(
