@@ -44,20 +44,22 @@ class ObservationsSummary:
         return self.created + self.updated
 
 
-def identity_for(ports: Ports) -> IdentityResolver:
-    """``patient`` (default) references the onboarded Patient; ``create`` behaves like MedTech Create."""
+def identity_for(ports: Ports, user_key: str) -> IdentityResolver:
+    """``patient`` (default) references the user's onboarded Patient; ``create`` behaves like MedTech Create."""
     if ports.settings.identity_mode == "create":
         return CreateIdentity()
-    return PatientReferenceIdentity({u.google_sub: u.patient_id for u in ports.users.list()})
+    user = ports.users.get(user_key)
+    return PatientReferenceIdentity({user.google_sub: user.patient_id} if user else {})
 
 
 def convert_user_day(
-    ports: Ports, fhir: FhirClient, templates: tuple[dict[str, Any], dict[str, Any]], day: str, user_key: str
+    ports: Ports, fhir: FhirClient, templates: tuple[Any, Any], day: str, user_key: str
 ) -> ObservationsSummary:
+    """``templates``: (device mapping, FHIR mapping), as dicts or already loaded (compiled once per run)."""
     messages = load_messages(ports, day, user_key)
     if messages is None:
         raise UpstreamMissing(user_key, day, "no archived device_messages; materialize device_messages first")
-    converter = Converter(templates[0], templates[1], identity_for(ports))
+    converter = Converter(templates[0], templates[1], identity_for(ports, user_key))
     result = converter.convert(messages)
     summary = ObservationsSummary(user_key, day, observations=len(result.observations))
     letters = [d.to_dict() for d in result.dead_letters]

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 
 from ..googlefit.catalog import sample_data_sources
-from ..medtech.device_templates import load_device_mapping
-from ..medtech.fhir_templates import load_fhir_mapping
+from ..medtech.device_templates import DeviceMapping, load_device_mapping
+from ..medtech.fhir_templates import FhirMapping, load_fhir_mapping
 from ..medtech.templates import generate_templates
 from .ports import Ports
 
@@ -53,12 +53,12 @@ def load_templates(ports: Ports) -> tuple[dict[str, Any], dict[str, Any]] | None
     return orjson.loads(device), orjson.loads(fhir)
 
 
-def templates_for_conversion(ports: Ports) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The stored templates; generated and stored first when medtech_templates was never materialized
-    (e.g. runs launched by the users_sensor on a fresh instance)."""
+def templates_for_conversion(ports: Ports) -> tuple[DeviceMapping, FhirMapping]:
+    """The stored templates, compiled once per run; generated and stored first when medtech_templates was
+    never materialized (e.g. runs launched by the users_sensor on a fresh instance)."""
     stored = load_templates(ports)
-    if stored is not None:
-        return stored
-    device, fhir, _ = build_templates(ports)
-    store_templates(ports, device, fhir)
-    return device, fhir
+    if stored is None:
+        device, fhir, _ = build_templates(ports)
+        store_templates(ports, device, fhir)
+        stored = device, fhir
+    return load_device_mapping(stored[0]), load_fhir_mapping(stored[1])
