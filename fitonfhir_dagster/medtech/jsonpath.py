@@ -13,7 +13,7 @@ string to a number; a single-value select that finds several tokens is an error.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 MISSING: Any = object()
@@ -539,11 +539,69 @@ def _filter_step(predicate: _Filter) -> Step:
 
 
 def _index_by_field(node: Any, name: str) -> dict[str, list[Any]]:
-    """Every object under ``node`` (itself included, document order) by its string ``name`` value.
-
-    Only non-empty containers are pushed: scalars and empty containers hold no object to index.
-    """
+    """Every object under ``node`` (itself included, document order) by its string ``name`` value."""
     index: dict[str, list[Any]] = {}
+    kind = type(node)
+    try:
+        if kind is dict:
+            _index_dict(node, name, index, 0)
+        elif kind is list:
+            _index_items(node, name, index, 0)
+    except Exception:  # a value whose truth test fails (not JSON): walk without truth tests
+        index = {}
+        _index_by_stack(node, name, index)
+    return index
+
+
+# Nesting levels walked by recursion (cheaper than a stack) before the walk switches to a stack.
+_RECURSIVE_DEPTH = 100
+
+
+def _index_dict(node: dict[str, Any], name: str, index: dict[str, list[Any]], depth: int) -> None:
+    found = node.get(name)
+    if type(found) is str:
+        bucket = index.get(found)
+        if bucket is None:
+            index[found] = [node]
+        else:
+            bucket.append(node)
+    _index_items(node.values(), name, index, depth)
+
+
+def _index_items(items: Iterable[Any], name: str, index: dict[str, list[Any]], depth: int) -> None:
+    """Indexes the objects under each of ``items`` in order (pre-order: a node, then its subtree).
+
+    Falsy items (empty containers, scalars) hold no object and are skipped by ``filter`` in C; the
+    common page shape (a list of points, each a dict of scalars and small lists of dicts) is walked
+    two levels per call.
+    """
+    if depth >= _RECURSIVE_DEPTH:
+        for item in items:
+            _index_by_stack(item, name, index)
+        return
+    depth += 1
+    for item in filter(None, items):
+        kind = type(item)
+        if kind is dict:
+            found = item.get(name)
+            if type(found) is str:
+                bucket = index.get(found)
+                if bucket is None:
+                    index[found] = [item]
+                else:
+                    bucket.append(item)
+            for child in filter(None, item.values()):
+                kind = type(child)
+                if kind is list:
+                    _index_items(child, name, index, depth)
+                elif kind is dict:
+                    _index_dict(child, name, index, depth)
+        elif kind is list:
+            _index_items(item, name, index, depth)
+
+
+def _index_by_stack(node: Any, name: str, index: dict[str, list[Any]]) -> None:
+    """``_index_items`` for one deeply nested node, with an explicit stack instead of recursion."""
     stack = [node]
     pop = stack.pop
     push = stack.append
@@ -566,7 +624,6 @@ def _index_by_field(node: Any, name: str) -> dict[str, list[Any]]:
             kind = type(child)
             if (kind is dict or kind is list) and child:
                 push(child)
-    return index
 
 
 class _ScanFilter:

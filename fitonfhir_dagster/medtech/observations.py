@@ -276,7 +276,9 @@ def build_observation(
         segment = group.segment()
     ident_value = f"{identity.patient_id}.{identity.device_id}.{group.type_name}.{segment}"
     parts = _shared_parts(template, group.type_name, identity)
-    observation = _new_observation(parts, ident_value, start_text, end_text, format_issued(issued_ticks))
+    observation = _new_observation(
+        parts, ident_value, observation_id(ident_value), start_text, end_text, format_issued(issued_ticks)
+    )
     _add_values(observation, template, parts, group.values, (group.start, group.end))
     return observation
 
@@ -305,26 +307,68 @@ class InstantObservations:
         self.template = template
         self.parts = _shared_parts(template, type_name, identity)
         self.prefix = f"{identity.patient_id}.{identity.device_id}.{type_name}."
+        # ``observation_id`` of prefix + suffix: the hash state after the fixed prefix, copied per id.
+        self._id_hash = hashlib.sha256(f"{IOMT_SYSTEM}_{self.prefix}".encode())
         self.issued = format_issued(issued_ticks)
+        # What ``_add_values`` reads from the template, looked up once: (value name, spec[, code]).
+        value = template.value
+        self._value = (value.value_name, value) if value is not None else None
+        self._components = [
+            (c.value.value_name, c.value, code)
+            for c, code in zip(template.components, self.parts.component_codes, strict=True)
+        ]
 
     def build(self, measurement: Measurement) -> dict[str, Any]:
-        """The Observation of one measurement; raises the ``ConversionError`` the general path raises."""
+        """The Observation of one measurement; raises the ``ConversionError`` the general path raises.
+
+        Same content as ``_add_values`` on the one-measurement group, whose series hold the first
+        value of each name: each needed name is looked up in the few properties instead.
+        """
         t = measurement.occurrence_ticks
         instant, second = format_instant_texts(t)
-        ident_value = f"{self.prefix}{second}.{second}"
-        observation = _new_observation(self.parts, ident_value, instant, instant, self.issued)
-        # A group's series holds the first value of each name at its time: here the only one.
-        values = {name: [(t, text)] for name, text in reversed(measurement.properties)}
-        _add_values(observation, self.template, self.parts, values, (t, t))
+        suffix = f"{second}.{second}"
+        id_hash = self._id_hash.copy()
+        id_hash.update(suffix.encode())
+        observation = _new_observation(
+            self.parts, self.prefix + suffix, id_hash.hexdigest(), instant, instant, self.issued
+        )
+        properties = measurement.properties
+        boundary = (t, t)
+        if self._value is not None:
+            name, spec = self._value
+            text = _first_text(properties, name)
+            if text is not _ABSENT:
+                key, value = build_value(spec, [(t, text)], boundary)
+                observation[key] = value
+        if self._components:
+            components = []
+            for name, spec, code in self._components:
+                text = _first_text(properties, name)
+                if text is not _ABSENT:
+                    key, value = build_value(spec, [(t, text)], boundary)
+                    components.append({"code": code, key: value})
+            if components:
+                observation["component"] = components
         return observation
 
 
+_ABSENT: Any = object()
+
+
+def _first_text(properties: list[tuple[str, str]], name: str) -> Any:
+    """The text of the first property called ``name``, ``_ABSENT`` when there is none."""
+    for found, text in properties:
+        if found == name:
+            return text
+    return _ABSENT
+
+
 def _new_observation(
-    parts: _SharedParts, ident_value: str, start_text: str, end_text: str, issued_text: str
+    parts: _SharedParts, ident_value: str, resource_id: str, start_text: str, end_text: str, issued_text: str
 ) -> dict[str, Any]:
     observation: dict[str, Any] = {
         "resourceType": "Observation",
-        "id": hashlib.sha256(f"{IOMT_SYSTEM}_{ident_value}".encode()).hexdigest(),
+        "id": resource_id,
         "identifier": [{"system": IOMT_SYSTEM, "value": ident_value}],
         "status": "final",
     }

@@ -175,10 +175,17 @@ def _enum_reader(node: Node) -> TokenReader | None:
     if len(set(keys)) != 3 or any(row is None for row in table):
         return None
     rows = [row for row in table if row is not None and row[1] is not None]
+    # JMESPath ``==`` is Python ``==`` unless one side is a bool (``0``/``1`` never equal ``false``/``true``).
+    plain = not any(type(number) is bool for number, _ in rows)
 
     def read(token: Any) -> Any:
         value = path(token)
         if value is None:
+            return MISSING
+        if plain and type(value) is not bool:
+            for number, name in rows:
+                if value == number:
+                    return name
             return MISSING
         for number, name in rows:
             if jmespath_equals(value, number):

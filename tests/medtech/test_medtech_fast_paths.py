@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -20,8 +21,12 @@ from fitonfhir_dagster.medtech.fhir_templates import load_fhir_mapping
 from fitonfhir_dagster.medtech.identity import CreateIdentity, PatientReferenceIdentity
 from fitonfhir_dagster.medtech.jmespath_functions import DateTimeValue
 from fitonfhir_dagster.medtech.jsonpath import compile_jsonpath
-from fitonfhir_dagster.medtech.measurements import MeasurementExtractor
-from fitonfhir_dagster.medtech.observations import InstantObservations
+from fitonfhir_dagster.medtech.measurements import Measurement, MeasurementExtractor
+from fitonfhir_dagster.medtech.observations import (
+    InstantObservations,
+    build_observation,
+    build_observation_groups,
+)
 from fitonfhir_dagster.medtech.templates import generate_templates
 from fitonfhir_dagster.medtech.timestamps import (
     MAX_TICKS,
@@ -83,6 +88,18 @@ ENUM = (
     '{"v":@,"n":`2`,"s":`null`},{"v":@,"n":`2`,"s":\'TWO\'},{"v":@,"n":`1`,"s":\'AGAIN\'}]'
     "[?v == n].s | @[0]"
 )
+# Rows keyed by bools, floats, text and null: JMESPath ``==`` keeps ``true`` apart from ``1``.
+ENUM_ODD_KEYS = (
+    'matchedToken.value[2].intVal | [{"v":@,"n":`true`,"s":\'YES\'},{"v":@,"n":`1.0`,"s":\'ONE\'},'
+    '{"v":@,"n":`false`,"s":\'NO\'},{"v":@,"n":`0`,"s":\'ZERO\'},{"v":@,"n":\'72\',"s":\'TEXT\'},'
+    '{"v":@,"n":`null`,"s":\'NULL\'},{"v":@,"n":`{"a": 1}`,"s":\'OBJECT\'}]'
+    "[?v == n].s | @[0]"
+)
+ENUM_FLOAT_KEYS = (
+    'matchedToken.value[2].intVal | [{"v":@,"n":`1.0`,"s":\'ONE\'},{"v":@,"n":`0`,"s":\'ZERO\'},'
+    '{"v":@,"n":`[1]`,"s":\'LIST\'},{"v":@,"n":`1.5`,"s":\'HALF\'}]'
+    "[?v == n].s | @[0]"
+)
 HR_TYPE = "derived:com.google.heart_rate.bpm:com.google.android.gms:merge_heart_rate_bpm"
 CHAINS = [
     "matchedToken.value[0].fpVal",
@@ -125,7 +142,7 @@ def general(expression: Expression, token: Any) -> Any:
         return exc
 
 
-@pytest.mark.parametrize("text", [*TIMESTAMPS, ENUM])
+@pytest.mark.parametrize("text", [*TIMESTAMPS, ENUM, ENUM_ODD_KEYS, ENUM_FLOAT_KEYS])
 def test_jmespath_token_readers_agree_with_the_general_evaluator(text):
     expression = Expression(text, "JmesPath")
     assert expression.token_reader is not None
@@ -217,6 +234,115 @@ def test_the_field_index_finds_what_the_plain_walk_finds_in_document_order():
     indexed = path.select(document, {})
     assert indexed == path.select(document)
     assert [node.get("n") for node in indexed] == [None, 1, 2, 3, 4, 5]
+
+
+def random_document(rng: random.Random, depth: int) -> Any:
+    """JSON-like trees with ``t`` names at every level, empty containers, and look-alikes that are no
+    match (a ``str`` subclass, a ``dict`` subclass, numbers)."""
+    roll = rng.random()
+    if depth <= 0 or roll < 0.3:
+        return rng.choice([None, 0, 1, 2.5, "", "a", True, False, [], {}, NamedText("a")])
+    if roll < 0.55:
+        return [random_document(rng, depth - 1) for _ in range(rng.randint(0, 4))]
+    node: dict[str, Any] = {}
+    if rng.random() < 0.6:
+        node["t"] = rng.choice(["a", "a", "b", 1, None, NamedText("a"), [], {"t": "a"}])
+    for key in rng.sample(["x", "y", "value", "mapVal", "n"], rng.randint(0, 4)):
+        node[key] = random_document(rng, depth - 1)
+    if rng.random() < 0.05:
+        return OrderedDict(node)
+    return node
+
+
+class NamedText(str):
+    """Equal to its text, yet not a JSON string: neither walk may match it."""
+
+
+class Untestable:
+    """A non-JSON value whose truth test fails."""
+
+    def __bool__(self) -> bool:
+        raise ValueError("no truth value")
+
+
+def ids(nodes: list[Any]) -> list[int]:
+    return [id(node) for node in nodes]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_field_index_agrees_with_the_plain_walk_on_random_trees(seed):
+    rng = random.Random(seed)
+    document = random_document(rng, 7)
+    for literal in ("a", "b"):
+        path = compile_jsonpath(f"$..[?(@t == '{literal}')]")
+        assert ids(path.select(document, {})) == ids(path.select(document))
+
+
+def test_the_field_index_agrees_on_pages_of_points():
+    page = heart_rate_message([70.0, 71.0, 72.0], step_ns=400_000_000)
+    page["point"][1]["value"][0]["mapVal"] = [{"key": "k", "dataTypeName": page["point"][0]["dataTypeName"]}]
+    page["point"].insert(1, [page["point"][0].copy(), []])
+    wrapped = {"Body": page, "Properties": {}, "SystemProperties": {"dataTypeName": "x"}}
+    path = compile_jsonpath(f"$..[?(@dataTypeName == '{page['point'][0]['dataTypeName']}')]")
+    indexed = path.select(wrapped, {})
+    assert ids(indexed) == ids(path.select(wrapped))
+    assert len(indexed) == 5
+
+
+def test_the_field_index_handles_deep_nesting_and_values_without_a_truth_value():
+    deep: Any = {"t": "a", "n": 0}
+    for level in range(1, 3000):
+        deep = [{"t": "a", "n": level, "x": deep}] if level % 2 else {"t": "b", "y": [deep, Untestable()]}
+    path = compile_jsonpath("$..[?(@t == 'a')]")
+    indexed = path.select(deep, {})
+    assert ids(indexed) == ids(path.select(deep))
+    assert len(indexed) == 1501
+    odd = {"x": [Untestable(), {"t": "a"}], "t": "a"}
+    assert ids(path.select(odd, {})) == ids(path.select(odd)) == [id(odd), id(odd["x"][1])]
+
+
+def instant_property_lists(rng: random.Random, names: list[str]) -> list[list[tuple[str, str]]]:
+    texts = ["72", "72.50", "-0", "", " ", "abc", "1e400", "True", "03/01/2024 10:00:00"]
+    lists: list[list[tuple[str, str]]] = [[], [(n, "1") for n in names], [(n, "x") for n in reversed(names)]]
+    for _ in range(30):
+        lists.append([(rng.choice(names), rng.choice(texts)) for _ in range(rng.randint(1, 7))])
+    return lists
+
+
+def test_instant_observations_build_what_the_general_group_builder_builds():
+    mapping = fixture_json("fhirmapping.json")
+    entries = [e["template"] for e in mapping["template"]]
+    with_components = next(t for t in entries if t.get("components"))
+    both = copy.deepcopy(next(t for t in entries if t.get("value")))
+    both["typeName"] = "both"
+    both["components"] = copy.deepcopy(with_components["components"])
+    mapping["template"].append({"templateType": "CodeValueFhir", "template": both})
+    identity = CreateIdentity().resolve("device", "patient", None)
+    rng = random.Random(9)
+
+    def attempt(action: Any) -> str:
+        try:
+            return repr(action())
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    for template in load_fhir_mapping(mapping).templates:
+        names = [c.value.value_name for c in template.components] + ["unused"]
+        if template.value is not None:
+            names.append(template.value.value_name)
+        builder = InstantObservations(template, template.type_name, identity, 5)
+        for number, properties in enumerate(instant_property_lists(rng, names)):
+            m = Measurement(
+                template.type_name, "device", 638_000_000_000_000_000 + number, properties=properties
+            )
+            fast = attempt(lambda: builder.build(m))
+            slow = attempt(
+                lambda: [
+                    build_observation(template, g, identity, 5)
+                    for g in build_observation_groups(template, [m])
+                ][0]
+            )
+            assert fast == slow, (template.type_name, properties)
 
 
 def sampled_heart_rate_mapping() -> dict[str, Any]:
