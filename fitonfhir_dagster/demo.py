@@ -17,6 +17,7 @@ from .automation import range_run_request
 from .config import Settings
 from .local import local_services, prepare_dagster_home
 from .partitions import USERS
+from .sandbox.accounts import sub_for_email
 from .sandbox_onboarding import onboard_sandbox_user, sandbox_email
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -69,6 +70,7 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
     from .definitions import defs
     from .fhir.client import FhirClient
     from .pipeline.datasets import load_datasets
+    from .resources import FitOnFhirResource
     from .stores.factory import open_users_table
 
     settings = Settings.from_env()
@@ -80,8 +82,6 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
         users = open_users_table(running)
         for i in range(1, n_users + 1):
             onboard_sandbox_user(running.onboarding_url, i)
-            from .sandbox.accounts import sub_for_email
-
             user = users.find_by_google_sub(sub_for_email(sandbox_email(i)))
             assert user is not None, "onboarding finished but no users row exists"
             report.users.append(UserReport(user.key, sandbox_email(i)))
@@ -110,8 +110,6 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
                 result, "fhir_observations", "updated"
             )
             user.dead_letters = _materialized(result, "fhir_observations", "dead_lettered")
-
-        from .resources import FitOnFhirResource
 
         ports = FitOnFhirResource().ports
         for user in report.users:

@@ -6,8 +6,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..retry_after import parse_retry_after  # noqa: F401 (re-exported for the clients)
-
 
 @dataclass
 class Backoff:

@@ -18,6 +18,7 @@ import orjson
 import requests
 
 from ..config import Settings
+from ..retry_after import parse_retry_after
 from . import catalog
 from .errors import (
     FitNotFound,
@@ -29,7 +30,7 @@ from .errors import (
 )
 from .oauth import OnRefreshToken, UserTokens
 from .ratelimit import RequestLimiter
-from .retry import RetryPolicy, Sleep, is_retryable_status, parse_retry_after
+from .retry import RetryPolicy, Sleep, is_retryable_status
 from .wire import BadPoint, BadPointMode, parse_dataset, paused_gc
 
 NS_PER_SECOND = 1_000_000_000

@@ -11,8 +11,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..retry_after import parse_retry_after  # noqa: F401 (re-exported for the clients)
-
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 Sleep = Callable[[float], None]

@@ -23,6 +23,15 @@ def _onboard(users, n):
     ]
 
 
+def _schedule_context(instance, tmp_path, when):
+    return dg.build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=when,
+        resources={"fitonfhir": FitOnFhirResource(home=str(tmp_path))},
+        repository_def=defs.get_repository_def(),
+    )
+
+
 def test_initial_history_is_the_complete_days_before_today_bounded_by_the_start_date():
     assert initial_history(date(2026, 11, 29), 30, date(2025, 1, 1)) == (
         date(2026, 10, 30),
@@ -72,12 +81,7 @@ def test_daily_schedule_requests_the_lookback_days_for_active_users_only_in_batc
     users.set_state(keys[1], UserState.UNAUTHORIZED, "invalid_grant")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("users", keys)
-        context = dg.build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=datetime(2026, 11, 29, 1, 30, tzinfo=UTC),
-            resources={"fitonfhir": FitOnFhirResource(home=str(tmp_path))},
-            repository_def=defs.get_repository_def(),
-        )
+        context = _schedule_context(instance, tmp_path, datetime(2026, 11, 29, 1, 30, tzinfo=UTC))
         result = daily_import_schedule.evaluate_tick(context)
         ranges = [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in result.run_requests]
         # yesterday and the two days before (FITONFHIR_LOOKBACK_DAYS=3): late uploads are picked up
@@ -93,12 +97,7 @@ def test_daily_schedule_skips_when_nobody_is_active(tmp_path, users):
     users.set_state(key, UserState.REVOKED, "user initiated")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("users", [key])
-        context = dg.build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=datetime(2026, 11, 29, 1, 30, tzinfo=UTC),
-            resources={"fitonfhir": FitOnFhirResource(home=str(tmp_path))},
-            repository_def=defs.get_repository_def(),
-        )
+        context = _schedule_context(instance, tmp_path, datetime(2026, 11, 29, 1, 30, tzinfo=UTC))
         result = daily_import_schedule.evaluate_tick(context)
         assert result.run_requests == [] and "no active users" in result.skip_message
 
@@ -108,12 +107,7 @@ def test_intraday_refresh_is_off_by_default_and_requests_today_with_an_hourly_ru
     assert intraday_refresh_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("users", keys)
-        context = dg.build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=datetime(2026, 11, 29, 14, 0, tzinfo=UTC),
-            resources={"fitonfhir": FitOnFhirResource(home=str(tmp_path))},
-            repository_def=defs.get_repository_def(),
-        )
+        context = _schedule_context(instance, tmp_path, datetime(2026, 11, 29, 14, 0, tzinfo=UTC))
         [request] = intraday_refresh_schedule.evaluate_tick(context).run_requests
         assert request.tags[RANGE_START] == f"2026-11-29|{keys[0]}"
         assert request.tags[RANGE_END] == f"2026-11-29|{keys[1]}"

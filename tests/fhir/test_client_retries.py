@@ -23,7 +23,8 @@ from fitonfhir_dagster.fhir import (
     ResourceConflict,
     put_entry,
 )
-from fitonfhir_dagster.fhir.retry import Backoff, parse_retry_after
+from fitonfhir_dagster.fhir.retry import Backoff
+from fitonfhir_dagster.retry_after import parse_retry_after
 
 OBS = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "hr"}}
 OK_OBS = (200, {}, {**OBS, "meta": {"versionId": "1"}})

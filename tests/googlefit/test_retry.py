@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fitonfhir_dagster.googlefit.retry import RetryPolicy, is_retryable_status, parse_retry_after
+from fitonfhir_dagster.googlefit.retry import RetryPolicy, is_retryable_status
+from fitonfhir_dagster.retry_after import parse_retry_after
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
