@@ -6,11 +6,11 @@ from dataclasses import dataclass
 import pytest
 
 from fitonfhir_dagster.config import Settings
-from fitonfhir_dagster.local import local_services
-from fitonfhir_dagster.sandbox.testing import SandboxHandle, running_sandbox
-from fitonfhir_dagster.sandbox_onboarding import onboard_sandbox_user, sandbox_email
 from fitonfhir_dagster.stores.factory import open_users_table
 from fitonfhir_dagster.stores.users import User
+from fitonfhir_sandbox.handle import SandboxHandle, running_sandbox
+from fitonfhir_sandbox.local_services import local_services
+from fitonfhir_sandbox.onboarding_driver import onboard_sandbox_user, sandbox_email
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 
 from fitonfhir_dagster.fhir import FhirClient
-from fitonfhir_dagster.sandbox.fhir_server import create_fhir_app
+from fitonfhir_sandbox.fhir_server import create_fhir_app
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 MEDPLUM_SERVER = NODE_DIR / "medplum_server.mjs"

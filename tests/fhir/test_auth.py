@@ -18,7 +18,7 @@ from azure.identity import DefaultAzureCredential
 
 from fitonfhir_dagster.config import Settings
 from fitonfhir_dagster.fhir import AzureAdAuth, BearerTokenAuth, FhirAuthError, FhirClient, auth_from_settings
-from fitonfhir_dagster.sandbox.fhir_server import create_fhir_app
+from fitonfhir_sandbox.fhir_server import create_fhir_app
 
 
 @dataclass

@@ -11,7 +11,7 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from fitonfhir_dagster.fhir import FhirClient
-from fitonfhir_dagster.sandbox.fhir_server import create_fhir_app
+from fitonfhir_sandbox.fhir_server import create_fhir_app
 
 
 def obs(rid: str, value: float = 60, when: str = "2025-03-01T10:00:00Z", **extra) -> dict:

@@ -10,7 +10,7 @@ import pytest
 from fitonfhir_dagster.config import Settings
 from fitonfhir_dagster.googlefit.client import GoogleFitClient
 from fitonfhir_dagster.googlefit.retry import RetryPolicy
-from fitonfhir_dagster.sandbox.testing import SandboxHandle, running_sandbox
+from fitonfhir_sandbox.handle import SandboxHandle
 
 
 class RecordingSleep:
@@ -27,20 +27,9 @@ class RecordingSleep:
         return sum(self.calls)
 
 
-@pytest.fixture(scope="module")
-def sandbox_server(tmp_path_factory) -> Iterator[SandboxHandle]:
-    with running_sandbox(tmp_path_factory.mktemp("googlefit-sandbox")) as handle:
-        yield handle
-
-
-@pytest.fixture
-def sandbox(sandbox_server: SandboxHandle) -> Iterator[SandboxHandle]:
-    """The module's sandbox, without faults or token rotation left over from another test."""
-    sandbox_server.clear_faults()
-    sandbox_server.set_refresh_rotation(False)
-    yield sandbox_server
-    sandbox_server.clear_faults()
-    sandbox_server.set_refresh_rotation(False)
+@pytest.fixture(autouse=True)
+def _fresh(fresh_sandbox: SandboxHandle) -> None:
+    """Every client test starts on the module's sandbox without faults or token rotation."""
 
 
 @pytest.fixture

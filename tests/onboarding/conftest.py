@@ -21,9 +21,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from fitonfhir_dagster.config import Settings
-from fitonfhir_dagster.sandbox.testing import SandboxHandle, running_sandbox
 from fitonfhir_dagster.stores.users import SqliteUsersTable
 from fitonfhir_dagster.stores.vault import LocalTokenVault
+from fitonfhir_sandbox.handle import SandboxHandle
 from onboarding_app.app import create_app
 from onboarding_app.server import bind_socket, serve_in_background, socket_url
 
@@ -165,13 +165,6 @@ def module_start_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppSt
     starter = AppStarter(tmp_path_factory.mktemp("apps"))
     yield starter
     starter.close()
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxHandle]:
-    """The real sandbox (Google OAuth emulator + FHIR server) on a free port, shared by a module."""
-    with running_sandbox(tmp_path_factory.mktemp("sandbox")) as handle:
-        yield handle
 
 
 def start_with_sandbox(starter: AppStarter, sandbox: SandboxHandle, **env: str) -> RunningApp:

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from fitonfhir_dagster.fhir.client import FhirClient
-from fitonfhir_dagster.sandbox.faults import FaultRule
 from fitonfhir_dagster.stores.users import UserState
+from fitonfhir_sandbox.faults import FaultRule
 
 from .conftest import start_with_sandbox
 

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from fitonfhir_dagster.sandbox.faults import FaultRule
+from fitonfhir_sandbox.faults import FaultRule
 
 from .conftest import TEST_STATE_SECRET, start_with_sandbox
 from .test_flow import APPROVED, SYSTEM, back

@@ -11,11 +11,11 @@ from fitonfhir_dagster.pipeline.errors import UserNotImportable
 from fitonfhir_dagster.pipeline.messages import build_user_day_messages
 from fitonfhir_dagster.pipeline.observations import convert_user_day
 from fitonfhir_dagster.pipeline.ports import Ports
-from fitonfhir_dagster.sandbox.fhir_server import create_fhir_app
-from fitonfhir_dagster.sandbox.testing import running_sandbox
 from fitonfhir_dagster.stores.archive import LocalArchive
 from fitonfhir_dagster.stores.users import SqliteUsersTable, UserState
 from fitonfhir_dagster.stores.vault import LocalTokenVault
+from fitonfhir_sandbox.fhir_server import create_fhir_app
+from fitonfhir_sandbox.handle import running_sandbox
 from onboarding_app.server import serve_in_background
 
 DAY = "2026-11-20"

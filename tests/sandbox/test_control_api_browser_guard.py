@@ -7,15 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from fitonfhir_dagster.sandbox.testing import running_sandbox
-
 RULE = {"path": "/dataSources$", "status": 500}
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    with running_sandbox(tmp_path_factory.mktemp("guard")) as handle:
-        yield handle
 
 
 @pytest.fixture(autouse=True)

@@ -9,19 +9,12 @@ import pytest
 import requests
 
 from fitonfhir_dagster.googlefit import catalog
-from fitonfhir_dagster.sandbox.synthetic import day_range_ns
-from fitonfhir_dagster.sandbox.testing import running_sandbox
+from fitonfhir_sandbox.synthetic import day_range_ns
 
 DAY = date(2025, 3, 1)
 HR_MERGED = "derived:com.google.heart_rate.bpm:com.google.android.gms:merge_heart_rate_bpm"
 STEPS_MERGED = "derived:com.google.step_count.delta:com.google.android.gms:merge_step_deltas"
 ACTIVITY = "https://www.googleapis.com/auth/fitness.activity.read"
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    with running_sandbox(tmp_path_factory.mktemp("fit")) as handle:
-        yield handle
 
 
 @pytest.fixture

@@ -11,15 +11,9 @@ import pytest
 import requests
 
 from fitonfhir_dagster.config import DEFAULT_SCOPES, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
-from fitonfhir_dagster.sandbox.testing import DEFAULT_REDIRECT_URI, pkce_pair, running_sandbox
+from fitonfhir_sandbox.handle import DEFAULT_REDIRECT_URI, pkce_pair
 
 FIT_ACTIVITY = "https://www.googleapis.com/auth/fitness.activity.read"
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    with running_sandbox(tmp_path_factory.mktemp("oauth")) as handle:
-        yield handle
 
 
 @pytest.fixture(autouse=True)

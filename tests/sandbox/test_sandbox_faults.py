@@ -10,18 +10,11 @@ import orjson
 import pytest
 import requests
 
-from fitonfhir_dagster.sandbox.faults import FaultRule, FaultSpecError
-from fitonfhir_dagster.sandbox.synthetic import ORPHAN_STREAM_ID, day_range_ns
-from fitonfhir_dagster.sandbox.testing import running_sandbox
+from fitonfhir_sandbox.faults import FaultRule, FaultSpecError
+from fitonfhir_sandbox.synthetic import ORPHAN_STREAM_ID, day_range_ns
 
 HR_MERGED = "derived:com.google.heart_rate.bpm:com.google.android.gms:merge_heart_rate_bpm"
 START, END = day_range_ns(date(2025, 3, 1))
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    with running_sandbox(tmp_path_factory.mktemp("faults")) as handle:
-        yield handle
 
 
 @pytest.fixture(autouse=True)

@@ -15,11 +15,11 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from fitonfhir_dagster.sandbox import server
-from fitonfhir_dagster.sandbox.commands import sandbox as sandbox_command
-from fitonfhir_dagster.sandbox.context import ClientSpec
-from fitonfhir_dagster.sandbox.control import is_loopback
-from fitonfhir_dagster.sandbox.testing import running_sandbox
+from fitonfhir_sandbox import sandbox_app as server
+from fitonfhir_sandbox.cli import sandbox as sandbox_command
+from fitonfhir_sandbox.context import ClientSpec
+from fitonfhir_sandbox.control_routes import is_loopback
+from fitonfhir_sandbox.handle import running_sandbox
 
 
 def test_a_restarted_sandbox_honours_earlier_refresh_tokens_and_keys(tmp_path):
@@ -68,15 +68,6 @@ def test_fhir_is_mounted_with_and_without_trailing_slash(tmp_path):
         # The base URL itself reaches the FHIR app (POST of a transaction Bundle goes there), no redirect.
         answer = requests.get(sandbox.fhir_url, allow_redirects=False, timeout=5)
         assert answer.status_code != 307 and "resourceType" in answer.json()
-
-
-def test_without_the_fhir_module_fhir_answers_503_operation_outcome(tmp_path, monkeypatch):
-    monkeypatch.setattr(server, "FHIR_MODULE", "fitonfhir_dagster.sandbox.no_such_fhir_module")
-    with running_sandbox(tmp_path) as sandbox:
-        answer = requests.get(sandbox.fhir_url + "/Patient", timeout=5)
-        assert answer.status_code == 503
-        assert answer.json()["resourceType"] == "OperationOutcome"
-        assert requests.get(sandbox.url + "/oauth2/v3/certs", timeout=5).status_code == 200
 
 
 def test_extra_clients_with_exact_redirect_uris(tmp_path):

@@ -8,8 +8,8 @@ from datetime import date, timedelta
 import pytest
 
 from fitonfhir_dagster.googlefit import catalog
-from fitonfhir_dagster.sandbox import synthetic
-from fitonfhir_dagster.sandbox.accounts import sub_for_email
+from fitonfhir_sandbox import synthetic
+from fitonfhir_sandbox.accounts import sub_for_email
 
 NOW_MS = 4_102_444_800_000  # 2100-01-01: everything before it is uploaded
 USERS = [sub_for_email(f"user{i}@example.com") for i in range(12)]

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .config import Settings
+from fitonfhir_dagster.config import Settings
 
 
 def sandbox_running(url: str) -> bool:
@@ -41,7 +41,7 @@ def local_services(settings: Settings, onboarding_port: int = 0) -> Iterator[Set
     from onboarding_app.app import create_app
     from onboarding_app.server import bind_socket, serve_in_background, socket_url
 
-    from .sandbox.server import check_loopback, create_sandbox_app
+    from .sandbox_app import check_loopback, create_sandbox_app
 
     with ExitStack() as stack:
         if settings.uses_sandbox and not sandbox_running(settings.sandbox_url):

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import requests
 
-from .sandbox.consent_form import ConsentForm
+from .consent_form import ConsentForm
 
 SANDBOX_SYSTEM = "urn:fitonfhir:sandbox-patient"
 

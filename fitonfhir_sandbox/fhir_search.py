@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fitonfhir_dagster.sandbox.fhir_validation import FhirProblem
+from fitonfhir_sandbox.fhir_validation import FhirProblem
 
 FAR_PAST = -1e15
 FAR_FUTURE = 1e15

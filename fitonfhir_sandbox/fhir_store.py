@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl
 import orjson
 
 from fitonfhir_dagster.fhir.bundles import content_of
-from fitonfhir_dagster.sandbox.fhir_search import SearchQuery, build_query, index_rows
-from fitonfhir_dagster.sandbox.fhir_validation import FhirProblem, check_id, check_type, validate_resource
+from fitonfhir_sandbox.fhir_search import SearchQuery, build_query, index_rows
+from fitonfhir_sandbox.fhir_validation import FhirProblem, check_id, check_type, validate_resource
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (

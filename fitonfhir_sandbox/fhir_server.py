@@ -25,10 +25,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fitonfhir_dagster.sandbox.fhir_bundles import process_bundle
-from fitonfhir_dagster.sandbox.fhir_search import DATE_PARAMS, REFERENCE_PARAMS, TOKEN_PARAMS
-from fitonfhir_dagster.sandbox.fhir_store import FhirStore, Written
-from fitonfhir_dagster.sandbox.fhir_validation import FhirProblem, check_type, operation_outcome
+from fitonfhir_sandbox.fhir_bundles import process_bundle
+from fitonfhir_sandbox.fhir_search import DATE_PARAMS, REFERENCE_PARAMS, TOKEN_PARAMS
+from fitonfhir_sandbox.fhir_store import FhirStore, Written
+from fitonfhir_sandbox.fhir_validation import FhirProblem, check_type, operation_outcome
 
 log = logging.getLogger(__name__)
 

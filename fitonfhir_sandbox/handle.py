@@ -27,12 +27,12 @@ import requests
 import uvicorn
 
 from fitonfhir_dagster.config import DEFAULT_SCOPES, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
-from fitonfhir_dagster.sandbox import accounts
-from fitonfhir_dagster.sandbox.consent_form import ConsentForm
-from fitonfhir_dagster.sandbox.context import ClientSpec, GoogleSandbox
-from fitonfhir_dagster.sandbox.faults import FaultRule
-from fitonfhir_dagster.sandbox.oauth import AUTH_PATH, DECISION_PATH, REVOKE_PATH, TOKEN_PATH
-from fitonfhir_dagster.sandbox.server import create_sandbox_app
+from fitonfhir_sandbox import accounts
+from fitonfhir_sandbox.consent_form import ConsentForm
+from fitonfhir_sandbox.context import ClientSpec, GoogleSandbox
+from fitonfhir_sandbox.faults import FaultRule
+from fitonfhir_sandbox.oauth_routes import AUTH_PATH, DECISION_PATH, REVOKE_PATH, TOKEN_PATH
+from fitonfhir_sandbox.sandbox_app import create_sandbox_app
 
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:65535/callback"  # allowed by the loopback policy; never contacted
 

@@ -1,4 +1,7 @@
-"""``fitonfhir sandbox``: serve the Google OAuth + Fit emulator and the sandbox FHIR server."""
+"""Commands of the sandbox and its demo tooling: ``fitonfhir sandbox``, ``demo``, ``users add-sandbox``.
+
+Registered through the ``fitonfhir.commands`` entry points (pyproject.toml), so the product never imports them.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ from fitonfhir_dagster.config import SANDBOX_CLIENT_ID, Settings
 @click.option("--rotate-refresh-tokens", is_flag=True, help="Return a new refresh token on every refresh.")
 def sandbox(host: str | None, port: int | None, home: Path | None, rotate_refresh_tokens: bool) -> None:
     """Run the local Google (OAuth + Fit REST) and FHIR stand-ins on loopback."""
-    from fitonfhir_dagster.sandbox.context import ClientSpec
-    from fitonfhir_dagster.sandbox.server import NotLoopback, base_url_for, check_loopback, serve
+    from fitonfhir_sandbox.context import ClientSpec
+    from fitonfhir_sandbox.sandbox_app import NotLoopback, base_url_for, check_loopback, serve
 
     settings = Settings.from_env()
     configured = urlsplit(settings.sandbox_url)
@@ -51,3 +54,35 @@ def sandbox(host: str | None, port: int | None, home: Path | None, rotate_refres
     click.echo(f"  Control API             {url}/_sandbox/faults")
     click.echo(f"  OAuth client            {SANDBOX_CLIENT_ID} / (secret from config)")
     serve(home, host, port, base_url=url, clients=clients, rotate_refresh_tokens=rotate_refresh_tokens)
+
+
+@click.command("add-sandbox")
+@click.option("--count", default=3, show_default=True, type=click.IntRange(1, 1000))
+def add_sandbox(count: int) -> None:
+    """Onboard COUNT sandbox accounts through the real OAuth code flow (onboarding app + sandbox consent)."""
+    from .local_services import local_services
+    from .onboarding_driver import onboard_sandbox_user
+
+    settings = Settings.from_env()
+    if not settings.uses_sandbox:
+        raise click.UsageError("add-sandbox needs the sandbox: unset FITONFHIR_GOOGLE_TOKEN_URI and friends")
+    with local_services(settings) as running:
+        for i in range(1, count + 1):
+            done = onboard_sandbox_user(running.onboarding_url, i)
+            click.echo(f"onboarded {done.email}")
+
+
+@click.command()
+@click.option("--users", "n_users", default=3, show_default=True, type=click.IntRange(1, 50))
+@click.option("--days", "n_days", default=7, show_default=True, type=click.IntRange(1, 60))
+@click.option("--dev", is_flag=True, help="After onboarding, keep the sandbox up and start `dagster dev`.")
+def demo(n_users: int, n_days: int, dev: bool) -> None:
+    """Onboard sandbox users, import their last days through Dagster and print what happened."""
+    if dev:
+        from .dev import run_dev
+
+        run_dev(n_users)
+        return
+    from .demo import print_report, run_demo
+
+    print_report(run_demo(n_users, n_days, echo=click.echo), echo=click.echo)

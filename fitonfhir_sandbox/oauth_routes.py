@@ -21,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from fitonfhir_dagster.sandbox.accounts import DEFAULT_EMAIL, InvalidEmail, normalise_email, sub_for_email
-from fitonfhir_dagster.sandbox.context import GoogleSandbox
-from fitonfhir_dagster.sandbox.faults import google_error
-from fitonfhir_dagster.sandbox.state import ACCESS_TOKEN_SECONDS, Client, TokenInfo
+from fitonfhir_sandbox.accounts import DEFAULT_EMAIL, InvalidEmail, normalise_email, sub_for_email
+from fitonfhir_sandbox.context import GoogleSandbox
+from fitonfhir_sandbox.faults import google_error
+from fitonfhir_sandbox.google_state import ACCESS_TOKEN_SECONDS, Client, TokenInfo
 
 AUTH_PATH = "/o/oauth2/v2/auth"
 DECISION_PATH = "/o/oauth2/v2/auth/decision"

@@ -10,12 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fitonfhir_dagster.sandbox import synthetic
-from fitonfhir_dagster.sandbox.accounts import is_heavy_email
-from fitonfhir_dagster.sandbox.context import GoogleSandbox
-from fitonfhir_dagster.sandbox.faults import corrupt_dataset, google_error
-from fitonfhir_dagster.sandbox.oauth import bearer
-from fitonfhir_dagster.sandbox.state import TokenInfo
+from fitonfhir_sandbox import synthetic
+from fitonfhir_sandbox.accounts import is_heavy_email
+from fitonfhir_sandbox.context import GoogleSandbox
+from fitonfhir_sandbox.faults import corrupt_dataset, google_error
+from fitonfhir_sandbox.google_state import TokenInfo
+from fitonfhir_sandbox.oauth_routes import bearer
 
 FIT_PREFIX = "/fitness/v1/users/{user_id}"
 _JSON = "application/json; charset=UTF-8"

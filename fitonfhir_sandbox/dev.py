@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .config import Settings
-from .local import local_services, prepare_dagster_home
-from .sandbox_onboarding import onboard_sandbox_user
+from fitonfhir_dagster.config import Settings
+
+from .local_services import local_services, prepare_dagster_home
+from .onboarding_driver import onboard_sandbox_user
 
 ROOT = Path(__file__).resolve().parent.parent
 

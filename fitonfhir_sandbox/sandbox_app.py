@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import logging
 import time
 from pathlib import Path
 
-import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fitonfhir_dagster.sandbox.context import ClientSpec, GoogleSandbox, SandboxClock
-from fitonfhir_dagster.sandbox.faults import FaultMiddleware, FaultRegistry
-from fitonfhir_dagster.sandbox.google import create_google_app
+from fitonfhir_sandbox.context import ClientSpec, GoogleSandbox, SandboxClock
+from fitonfhir_sandbox.faults import FaultMiddleware, FaultRegistry
+from fitonfhir_sandbox.fhir_server import create_fhir_app
+from fitonfhir_sandbox.google_app import create_google_app
 
 FHIR_PREFIX = "/fhir"
-FHIR_MODULE = "fitonfhir_dagster.sandbox.fhir_server"
 log = logging.getLogger("fitonfhir.sandbox")
 
 
@@ -41,33 +39,8 @@ def base_url_for(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _fhir_unavailable(scope: Scope, receive: Receive, send: Send) -> None:
-    body = orjson.dumps(
-        {
-            "resourceType": "OperationOutcome",
-            "issue": [
-                {
-                    "severity": "error",
-                    "code": "not-supported",
-                    "diagnostics": "sandbox FHIR server not installed",
-                }
-            ],
-        }
-    )
-    headers = [(b"content-type", b"application/fhir+json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 def _fhir_app(home: Path) -> ASGIApp:
-    """The FHIR engineer's app if present (imported lazily), else a 503 OperationOutcome stand-in."""
-    try:
-        module = importlib.import_module(FHIR_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != FHIR_MODULE:
-            raise
-        return _fhir_unavailable
-    app: ASGIApp = module.create_fhir_app(home / "fhir.sqlite3")
+    app: ASGIApp = create_fhir_app(home / "fhir.sqlite3")
     return app
 
 

@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fitonfhir_dagster.sandbox.accounts import InvalidEmail, sub_for_email
-from fitonfhir_dagster.sandbox.context import GoogleSandbox
-from fitonfhir_dagster.sandbox.faults import CONTROL_PREFIX, FaultRule, FaultSpecError
+from fitonfhir_sandbox.accounts import InvalidEmail, sub_for_email
+from fitonfhir_sandbox.context import GoogleSandbox
+from fitonfhir_sandbox.faults import CONTROL_PREFIX, FaultRule, FaultSpecError
 
 _SUB_RE = re.compile(r"^[0-9]{1,32}$")
 

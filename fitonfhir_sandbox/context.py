@@ -14,8 +14,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from fitonfhir_dagster.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
-from fitonfhir_dagster.sandbox.faults import FaultRegistry
-from fitonfhir_dagster.sandbox.state import SandboxState
+from fitonfhir_sandbox.faults import FaultRegistry
+from fitonfhir_sandbox.google_state import SandboxState
 
 
 class SandboxClock:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fitonfhir_dagster.sandbox.fhir_store import FhirStore, Written
-from fitonfhir_dagster.sandbox.fhir_validation import FhirProblem, check_id, check_type
+from fitonfhir_sandbox.fhir_store import FhirStore, Written
+from fitonfhir_sandbox.fhir_validation import FhirProblem, check_id, check_type
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
-from fitonfhir_dagster.sandbox.context import ClientSpec, GoogleSandbox, SandboxClock
-from fitonfhir_dagster.sandbox.control import ControlRoutes
-from fitonfhir_dagster.sandbox.faults import FaultRegistry
-from fitonfhir_dagster.sandbox.fit import FitRoutes
-from fitonfhir_dagster.sandbox.oauth import OAuthRoutes
+from fitonfhir_sandbox.context import ClientSpec, GoogleSandbox, SandboxClock
+from fitonfhir_sandbox.control_routes import ControlRoutes
+from fitonfhir_sandbox.faults import FaultRegistry
+from fitonfhir_sandbox.fit_routes import FitRoutes
+from fitonfhir_sandbox.oauth_routes import OAuthRoutes
 
 
 def create_google_app(

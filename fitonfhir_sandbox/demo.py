@@ -13,12 +13,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from .automation import range_run_request
-from .config import Settings
-from .local import local_services, prepare_dagster_home
-from .partitions import USERS
-from .sandbox.accounts import sub_for_email
-from .sandbox_onboarding import onboard_sandbox_user, sandbox_email
+from fitonfhir_dagster.automation import range_run_request
+from fitonfhir_dagster.config import Settings
+from fitonfhir_dagster.partitions import USERS
+
+from .accounts import sub_for_email
+from .local_services import local_services, prepare_dagster_home
+from .onboarding_driver import onboard_sandbox_user, sandbox_email
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -67,11 +68,11 @@ def _materialized(result: dg.ExecuteInProcessResult, asset: str, key: str) -> in
 
 
 def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
-    from .definitions import defs
-    from .fhir.client import FhirClient
-    from .pipeline.datasets import load_datasets
-    from .resources import FitOnFhirResource
-    from .stores.factory import open_users_table
+    from fitonfhir_dagster.definitions import defs
+    from fitonfhir_dagster.fhir.client import FhirClient
+    from fitonfhir_dagster.pipeline.datasets import load_datasets
+    from fitonfhir_dagster.resources import FitOnFhirResource
+    from fitonfhir_dagster.stores.factory import open_users_table
 
     settings = Settings.from_env()
     prepare_dagster_home(settings)
