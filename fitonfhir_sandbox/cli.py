@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from fitonfhir_dagster.config import SANDBOX_CLIENT_ID, Settings
+from fitonfhir_dagster.settings import SANDBOX_CLIENT_ID, Settings
 
 
 @click.command()

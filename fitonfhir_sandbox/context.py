@@ -13,7 +13,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fitonfhir_dagster.config import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from fitonfhir_dagster.settings import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 from fitonfhir_sandbox.faults import FaultRegistry
 from fitonfhir_sandbox.google_state import SandboxState
 

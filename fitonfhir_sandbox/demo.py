@@ -13,9 +13,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from fitonfhir_dagster.automation import range_run_request
-from fitonfhir_dagster.config import Settings
-from fitonfhir_dagster.partitions import USERS
+from fitonfhir_dagster.defs.partitions import USERS
+from fitonfhir_dagster.defs.run_requests import range_run_request
+from fitonfhir_dagster.settings import Settings
 
 from .accounts import sub_for_email
 from .local_services import local_services, prepare_dagster_home
@@ -71,7 +71,7 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
     from fitonfhir_dagster.definitions import defs
     from fitonfhir_dagster.fhir.client import FhirClient
     from fitonfhir_dagster.pipeline.datasets import load_datasets
-    from fitonfhir_dagster.resources import FitOnFhirResource
+    from fitonfhir_dagster.pipeline.ports import Ports
     from fitonfhir_dagster.stores.factory import open_users_table
 
     settings = Settings.from_env()
@@ -79,6 +79,7 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
     today = datetime.now(UTC).date()
     report = DemoReport(first_day=today - timedelta(days=n_days), last_day=today - timedelta(days=1))
     with local_services(settings) as running, dg.DagsterInstance.get() as instance:
+        definitions = defs()
         echo(f"sandbox (Google + FHIR): {running.sandbox_url}   onboarding app: {running.onboarding_url}")
         users = open_users_table(running)
         for i in range(1, n_users + 1):
@@ -92,10 +93,10 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
         instance.add_dynamic_partitions(USERS, [k for k in keys if k not in known])
 
         templates = dg.materialize(
-            [defs.resolve_assets_def("medtech_templates")], instance=instance, run_config=QUIET
+            [definitions.resolve_assets_def("medtech_templates")], instance=instance, run_config=QUIET
         )
         assert templates.success
-        job = defs.resolve_job_def("user_day_import")
+        job = definitions.resolve_job_def("user_day_import")
         for user in report.users:
             request = range_run_request(report.first_day, report.last_day, user.key, user.key, run_key="demo")
             echo(f"running user_day_import for {user.key}, {report.first_day} .. {report.last_day}")
@@ -112,7 +113,7 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
             )
             user.dead_letters = _materialized(result, "fhir_observations", "dead_lettered")
 
-        ports = FitOnFhirResource().ports
+        ports = Ports.open(settings)
         for user in report.users:
             day = report.first_day
             while day <= report.last_day:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from fitonfhir_dagster.config import Settings
+from fitonfhir_dagster.settings import Settings
 
 from .local_services import local_services, prepare_dagster_home
 from .onboarding_driver import onboard_sandbox_user

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 import uvicorn
 
-from fitonfhir_dagster.config import DEFAULT_SCOPES, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+from fitonfhir_dagster.settings import DEFAULT_SCOPES, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 from fitonfhir_sandbox import accounts
 from fitonfhir_sandbox.consent_form import ConsentForm
 from fitonfhir_sandbox.context import ClientSpec, GoogleSandbox

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from fitonfhir_dagster.config import Settings
+from fitonfhir_dagster.settings import Settings
 
 
 def sandbox_running(url: str) -> bool:

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from fitonfhir_dagster.config import Settings
+from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.users import UsersTable
 from fitonfhir_dagster.stores.vault import TokenVault
 

@@ -17,12 +17,12 @@ def serve(host: str, port: int) -> None:
     """Serve the onboarding app (FITONFHIR_ONBOARDING_URL must be the URL browsers reach it at)."""
     import uvicorn
 
-    from fitonfhir_dagster.config import Settings
+    from fitonfhir_dagster.settings import ONBOARDING, Settings
 
     from .app import create_app
     from .server import server_config
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(consumer=ONBOARDING)
     app = create_app(settings)
     click.echo(f"onboarding app on http://{host}:{port} (public URL {settings.onboarding_url})")
     uvicorn.Server(server_config(app, host, port)).run()

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from fitonfhir_dagster.config import Settings
+from fitonfhir_dagster.settings import Settings
 
 CALLBACK_PATH = "/api/googlefit/callback"
 GOOGLE_ISSUER = "https://accounts.google.com"

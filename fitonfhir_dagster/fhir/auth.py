@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from fitonfhir_dagster.config import Settings
+    from fitonfhir_dagster.settings import Settings
 
 AZURE_REFRESH_LEEWAY_SECONDS = 300
 

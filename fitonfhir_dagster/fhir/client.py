@@ -27,7 +27,7 @@ from fitonfhir_dagster.fhir.retry import Backoff
 from fitonfhir_dagster.retry_after import parse_retry_after
 
 if TYPE_CHECKING:
-    from fitonfhir_dagster.config import Settings
+    from fitonfhir_dagster.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from urllib.parse import quote
 import orjson
 import requests
 
-from ..config import Settings
 from ..retry_after import parse_retry_after
+from ..settings import Settings
 from . import catalog
 from .errors import (
     FitNotFound,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import Settings
+from ..settings import Settings
 from ..stores.archive import Archive
+from ..stores.factory import open_archive, open_users_table, open_vault
 from ..stores.users import UsersTable
 from ..stores.vault import TokenVault
 
@@ -16,3 +17,7 @@ class Ports:
     users: UsersTable
     vault: TokenVault
     archive: Archive
+
+    @classmethod
+    def open(cls, settings: Settings) -> Ports:
+        return cls(settings, open_users_table(settings), open_vault(settings), open_archive(settings))

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from ..config import ConfigError, Settings
+from ..settings import ConfigError, Settings
 from .keys import safe_segment
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 
-from ..config import ConfigError, Settings
+from ..settings import ConfigError, Settings
 from .keys import check_user_key
 from .vault import VaultError
 

@@ -39,7 +39,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
-from ..config import ConfigError, Settings
+from ..settings import ConfigError, Settings
 from .keys import USER_KEY_RE, check_user_key, new_user_key
 from .users import User, UserState, utc_now_iso
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from azure.eventhub import EventData, EventDataBatch
 
-from ..config import ConfigError, Settings
+from ..settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 

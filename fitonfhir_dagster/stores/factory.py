@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import Settings
+from ..settings import Settings
 from .archive import Archive, LocalArchive
 from .users import SqliteUsersTable, UsersTable
 from .vault import LocalTokenVault, TokenVault

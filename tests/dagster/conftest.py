@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from fitonfhir_dagster.config import Settings
+from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.factory import open_users_table
 from fitonfhir_dagster.stores.users import User
 from fitonfhir_sandbox.handle import SandboxHandle, running_sandbox

@@ -5,9 +5,11 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import pytest
 
-from fitonfhir_dagster.automation import RANGE_END, RANGE_START, batches_of_active, initial_history
-from fitonfhir_dagster.definitions import daily_import_schedule, defs, intraday_refresh_schedule, users_sensor
-from fitonfhir_dagster.resources import FitOnFhirResource
+from fitonfhir_dagster.definitions import defs
+from fitonfhir_dagster.defs.resources import resources_from_env
+from fitonfhir_dagster.defs.run_requests import RANGE_END, RANGE_START, batches_of_active, initial_history
+from fitonfhir_dagster.defs.schedules import daily_import_schedule, intraday_refresh_schedule
+from fitonfhir_dagster.defs.sensors import users_sensor
 from fitonfhir_dagster.stores.users import SqliteUsersTable, UserState
 
 
@@ -27,8 +29,8 @@ def _schedule_context(instance, tmp_path, when):
     return dg.build_schedule_context(
         instance=instance,
         scheduled_execution_time=when,
-        resources={"fitonfhir": FitOnFhirResource(home=str(tmp_path))},
-        repository_def=defs.get_repository_def(),
+        resources=resources_from_env({"FITONFHIR_HOME": str(tmp_path)}),
+        repository_def=defs().get_repository_def(),
     )
 
 
@@ -56,8 +58,8 @@ def test_users_sensor_adds_new_active_users_and_requests_their_first_days(tmp_pa
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(
             instance=instance,
-            resources={"fitonfhir": FitOnFhirResource(home=str(tmp_path))},
-            definitions=defs,
+            resources=resources_from_env({"FITONFHIR_HOME": str(tmp_path)}),
+            definitions=defs(),
         )
         result = users_sensor.evaluate_tick(context)
         [add] = result.dynamic_partitions_requests
@@ -120,8 +122,8 @@ def test_users_sensor_re_imports_the_history_of_a_user_who_comes_back_after_revo
         instance.add_dynamic_partitions("users", [key])
         context = dg.build_sensor_context(
             instance=instance,
-            resources={"fitonfhir": FitOnFhirResource(home=str(tmp_path))},
-            definitions=defs,
+            resources=resources_from_env({"FITONFHIR_HOME": str(tmp_path)}),
+            definitions=defs(),
             cursor="2026-01-01T00:00:00Z",
         )
         users.set_state(key, UserState.REVOKED, "user initiated")

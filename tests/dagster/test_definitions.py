@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_definitions_are_loadable_with_the_documented_assets_checks_and_automation():
-    dg.Definitions.validate_loadable(defs)
-    graph = defs.resolve_asset_graph()
+    dg.Definitions.validate_loadable(defs())
+    graph = defs().resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "fit_datasets",
         "device_messages",
@@ -28,11 +28,12 @@ def test_definitions_are_loadable_with_the_documented_assets_checks_and_automati
         "no_dead_letters",
         "written_sample_validates_r4b",
     }
-    assert defs.resolve_sensor_def("users_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs().resolve_sensor_def("users_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     assert (
-        defs.resolve_schedule_def("daily_import_schedule").default_status == dg.DefaultScheduleStatus.RUNNING
+        defs().resolve_schedule_def("daily_import_schedule").default_status
+        == dg.DefaultScheduleStatus.RUNNING
     )
-    fit = defs.resolve_assets_def("fit_datasets")
+    fit = defs().resolve_assets_def("fit_datasets")
     assert fit.op.pool == "google_fit_api"
     assert fit.op.retry_policy is not None
     assert fit.can_subset

@@ -4,8 +4,8 @@ import dagster as dg
 import orjson
 import pytest
 
-from fitonfhir_dagster.automation import range_run_request
 from fitonfhir_dagster.definitions import defs
+from fitonfhir_dagster.defs.run_requests import range_run_request
 from fitonfhir_dagster.fhir.client import FhirClient
 from fitonfhir_dagster.stores.factory import open_archive, open_users_table
 from fitonfhir_dagster.stores.users import UserState
@@ -24,7 +24,7 @@ def _range_tags(first_user, last_user, first_day, last_day):
 
 def _run(instance, first_user, last_user, first_day=DAY1, last_day=DAY2):
     tags = _range_tags(first_user, last_user, first_day, last_day)
-    job = defs.resolve_job_def("user_day_import")
+    job = defs().resolve_job_def("user_day_import")
     return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=QUIET)
 
 
@@ -45,7 +45,7 @@ def instance(world):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("users", [u.key for u in world.users])
         templates = dg.materialize(
-            [defs.resolve_assets_def("medtech_templates")], instance=instance, run_config=QUIET
+            [defs().resolve_assets_def("medtech_templates")], instance=instance, run_config=QUIET
         )
         assert templates.success
         yield instance
@@ -107,7 +107,7 @@ def test_an_unexpected_error_for_one_user_day_is_isolated_and_retried(world, ins
     assert _run(instance, first.key, second.key, DAY1, DAY1).success
     archive = open_archive(world.settings)
     archive.put(f"fit_datasets/date={DAY1}/user={first.key}/datasets.json", b"{not json")  # corrupted object
-    job = defs.resolve_job_def("user_day_import")
+    job = defs().resolve_job_def("user_day_import")
     result = job.execute_in_process(
         instance=instance,
         tags=_range_tags(first.key, second.key, DAY1, DAY1),

@@ -16,8 +16,8 @@ import pytest
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.identity import DefaultAzureCredential
 
-from fitonfhir_dagster.config import Settings
 from fitonfhir_dagster.fhir import AzureAdAuth, BearerTokenAuth, FhirAuthError, FhirClient, auth_from_settings
+from fitonfhir_dagster.settings import Settings
 from fitonfhir_sandbox.fhir_server import create_fhir_app
 
 

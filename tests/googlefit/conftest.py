@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from fitonfhir_dagster.config import Settings
 from fitonfhir_dagster.googlefit.client import GoogleFitClient
 from fitonfhir_dagster.googlefit.retry import RetryPolicy
+from fitonfhir_dagster.settings import Settings
 from fitonfhir_sandbox.handle import SandboxHandle
 
 

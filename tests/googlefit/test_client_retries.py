@@ -7,7 +7,6 @@ from datetime import date
 
 import pytest
 
-from fitonfhir_dagster.config import Settings
 from fitonfhir_dagster.googlefit.client import day_window_ns
 from fitonfhir_dagster.googlefit.errors import (
     FitNotFound,
@@ -16,6 +15,7 @@ from fitonfhir_dagster.googlefit.errors import (
     TransientFitError,
 )
 from fitonfhir_dagster.googlefit.retry import RetryPolicy
+from fitonfhir_dagster.settings import Settings
 
 DAY = date(2025, 3, 2)
 START, END = day_window_ns(DAY)

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from fitonfhir_dagster.config import Settings
+from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.users import SqliteUsersTable
 from fitonfhir_dagster.stores.vault import LocalTokenVault
 from fitonfhir_sandbox.handle import SandboxHandle

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from fitonfhir_dagster.config import ConfigError, Settings
+from fitonfhir_dagster.settings import ConfigError, Settings
 
 
 def test_defaults_run_the_embedded_demo():

@@ -2,7 +2,6 @@
 
 import pytest
 
-from fitonfhir_dagster.config import Settings
 from fitonfhir_dagster.fhir.client import WRITE_MODE_CONDITIONAL_CREATE, FhirClient
 from fitonfhir_dagster.googlefit.catalog import sample_data_sources
 from fitonfhir_dagster.medtech.templates import generate_templates
@@ -11,6 +10,7 @@ from fitonfhir_dagster.pipeline.errors import UserNotImportable
 from fitonfhir_dagster.pipeline.messages import build_user_day_messages
 from fitonfhir_dagster.pipeline.observations import convert_user_day
 from fitonfhir_dagster.pipeline.ports import Ports
+from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.archive import LocalArchive
 from fitonfhir_dagster.stores.users import SqliteUsersTable, UserState
 from fitonfhir_dagster.stores.vault import LocalTokenVault

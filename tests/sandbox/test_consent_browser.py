@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from playwright.sync_api import Browser, sync_playwright
 
-from fitonfhir_dagster.config import DEFAULT_SCOPES, SANDBOX_CLIENT_ID
+from fitonfhir_dagster.settings import DEFAULT_SCOPES, SANDBOX_CLIENT_ID
 from fitonfhir_sandbox.handle import pkce_pair, running_sandbox
 
 CHROMIUM_ARGS = [

@@ -12,7 +12,7 @@ import pytest
 from azure.core.exceptions import ResourceModifiedError
 from azure.data.tables import TableClient
 
-from fitonfhir_dagster.config import ConfigError, Settings
+from fitonfhir_dagster.settings import ConfigError, Settings
 from fitonfhir_dagster.stores.azure_blob import BlobArchive
 from fitonfhir_dagster.stores.azure_tables import (
     BY_SUB_PARTITION,

@@ -8,7 +8,7 @@ import random
 import pytest
 from azure.eventhub import EventData, EventHubProducerClient
 
-from fitonfhir_dagster.config import ConfigError, Settings
+from fitonfhir_dagster.settings import ConfigError, Settings
 from fitonfhir_dagster.stores.eventhub import (
     EventHubPublisher,
     EventTooLarge,

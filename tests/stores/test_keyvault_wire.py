@@ -10,7 +10,7 @@ import traceback
 import pytest
 from azure.core.exceptions import ResourceExistsError
 
-from fitonfhir_dagster.config import ConfigError, Settings
+from fitonfhir_dagster.settings import ConfigError, Settings
 from fitonfhir_dagster.stores.azure_keyvault import API_VERSION, KeyVaultTokenVault, secret_name
 from fitonfhir_dagster.stores.vault import VaultError
 from tests.support.keyvault import KeyVaultWire, StaticTokenCredential

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import dagster as dg
+from datetime import date
 
-from .config import Settings
+import dagster as dg
 
 USERS = "users"
 
 user_partitions = dg.DynamicPartitionsDefinition(name=USERS)
-# end_offset=1: today is a partition too, for the optional intraday refresh (a re-import is harmless).
-day_partitions = dg.DailyPartitionsDefinition(
-    start_date=Settings.from_env().start_date.isoformat(), timezone="UTC", end_offset=1
-)
-user_day_partitions = dg.MultiPartitionsDefinition({"date": day_partitions, "user": user_partitions})
+
+
+def user_day_partitions(start_date: date) -> dg.MultiPartitionsDefinition:
+    """``date x user`` from ``FITONFHIR_START_DATE``.
+
+    ``end_offset=1``: today is a partition too, for the optional intraday refresh (a re-import is harmless).
+    """
+    days = dg.DailyPartitionsDefinition(start_date=start_date.isoformat(), timezone="UTC", end_offset=1)
+    return dg.MultiPartitionsDefinition({"date": days, "user": user_partitions})
 
 
 def user_day_key(day: str, user_key: str) -> dg.MultiPartitionKey:

@@ -1,7 +1,9 @@
-"""The one place that reads ``FITONFHIR_*`` environment variables.
+"""The one parser of ``FITONFHIR_*`` settings; nothing reads them at import time.
 
-Every setting has an embedded default (sandbox on loopback, stores under ``FITONFHIR_HOME``) so the
-project runs with no configuration at all; production backends switch on when their variables are set.
+With nothing configured you get the embedded default (sandbox on loopback, stores under
+``FITONFHIR_HOME``). Once a Google client id is configured the deployment is a production one: Google's
+endpoints are Google's real URLs, never the sandbox, and every setting that production needs and is
+missing is reported in one :class:`ConfigError` at start-up (code location, onboarding app, CLI).
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from datetime import date
 from pathlib import Path
 
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8765"
+GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/v2/auth"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
+GOOGLE_FIT_URL = "https://www.googleapis.com/fitness/v1/"
 SANDBOX_CLIENT_ID = "fitonfhir-sandbox-client"
 SANDBOX_CLIENT_SECRET = "fitonfhir-sandbox-secret"
 
@@ -32,7 +38,36 @@ DEFAULT_SCOPES = tuple(
 
 
 class ConfigError(ValueError):
-    """A FITONFHIR_* variable holds a value we cannot use; the message names the variable."""
+    """A FITONFHIR_* variable holds a value we cannot use, or is missing; the message names every one."""
+
+
+IMPORT, ONBOARDING = "import", "onboarding"  # who asks: the import (code location, CLI) or the onboarding app
+
+
+def missing_settings(env: Mapping[str, str], consumer: str = IMPORT) -> list[str]:
+    """The variables a production deployment (a Google client id is set) needs and does not have.
+
+    The embedded default needs none. Onboarding also needs its public URL and a shared state key: a
+    key file made on the fly would differ between replicas and silently break every callback.
+    """
+
+    def unset(name: str) -> bool:
+        return not env.get(name, "").strip()
+
+    missing: list[str] = []
+    if env.get("FITONFHIR_FHIR_AUTH", "none") == "bearer" and unset("FITONFHIR_FHIR_TOKEN"):
+        missing.append("FITONFHIR_FHIR_TOKEN (FITONFHIR_FHIR_AUTH=bearer needs it)")
+    client_id = env.get("FITONFHIR_GOOGLE_CLIENT_ID", "").strip()
+    if not client_id or client_id == SANDBOX_CLIENT_ID:
+        return missing
+    production = " (a Google client id is set: production needs it)"
+    required = ["FITONFHIR_GOOGLE_CLIENT_SECRET", "FITONFHIR_FHIR_URL"]
+    if consumer == ONBOARDING:
+        required += ["FITONFHIR_ONBOARDING_URL", "FITONFHIR_STATE_SECRET"]
+    missing += [name + production for name in required if unset(name)]
+    if unset("FITONFHIR_VAULT_KEY") and unset("FITONFHIR_KEYVAULT_URL"):
+        missing.append("FITONFHIR_VAULT_KEY or FITONFHIR_KEYVAULT_URL" + production)
+    return missing
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -118,9 +153,17 @@ class Settings:
         return bool(self.eventhub_connection_string or self.eventhub_namespace)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, consumer: str = IMPORT, check_required: bool = True
+    ) -> Settings:
+        """Parse ``env`` (default: the process environment); ``check_required`` refuses a production
+        deployment with settings missing (off only for a part of the settings already checked whole)."""
         env = os.environ if env is None else env
+        missing = missing_settings(env, consumer) if check_required else []
+        if missing:
+            raise ConfigError("missing settings: " + ", ".join(missing))
         sandbox = env.get("FITONFHIR_SANDBOX_URL", DEFAULT_SANDBOX_URL).rstrip("/")
+        production = env.get("FITONFHIR_GOOGLE_CLIENT_ID", SANDBOX_CLIENT_ID) != SANDBOX_CLIENT_ID
         policy = env.get("FITONFHIR_STREAMS", "merged")
         if policy not in ("merged", "all"):
             raise ConfigError(f"FITONFHIR_STREAMS must be 'merged' or 'all', got {policy!r}")
@@ -155,10 +198,19 @@ class Settings:
             sandbox_url=sandbox,
             google_client_id=env.get("FITONFHIR_GOOGLE_CLIENT_ID", SANDBOX_CLIENT_ID),
             google_client_secret=env.get("FITONFHIR_GOOGLE_CLIENT_SECRET", SANDBOX_CLIENT_SECRET),
-            google_auth_uri=env.get("FITONFHIR_GOOGLE_AUTH_URI", f"{sandbox}/o/oauth2/v2/auth"),
-            google_token_uri=env.get("FITONFHIR_GOOGLE_TOKEN_URI", f"{sandbox}/token"),
-            google_revoke_uri=env.get("FITONFHIR_GOOGLE_REVOKE_URI", f"{sandbox}/revoke"),
-            google_fit_url=env.get("FITONFHIR_GOOGLE_FIT_URL", f"{sandbox}/fitness/v1/").rstrip("/") + "/",
+            google_auth_uri=env.get(
+                "FITONFHIR_GOOGLE_AUTH_URI", GOOGLE_AUTH_URI if production else f"{sandbox}/o/oauth2/v2/auth"
+            ),
+            google_token_uri=env.get(
+                "FITONFHIR_GOOGLE_TOKEN_URI", GOOGLE_TOKEN_URI if production else f"{sandbox}/token"
+            ),
+            google_revoke_uri=env.get(
+                "FITONFHIR_GOOGLE_REVOKE_URI", GOOGLE_REVOKE_URI if production else f"{sandbox}/revoke"
+            ),
+            google_fit_url=env.get(
+                "FITONFHIR_GOOGLE_FIT_URL", GOOGLE_FIT_URL if production else f"{sandbox}/fitness/v1/"
+            ).rstrip("/")
+            + "/",
             google_scopes=scopes,
             stream_policy=policy,
             data_types=_list(env, "FITONFHIR_DATA_TYPES"),
