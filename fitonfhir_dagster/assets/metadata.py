@@ -73,4 +73,6 @@ def observations_metadata(s: ObservationsSummary) -> dict[str, dg.MetadataValue]
         "unchanged": dg.MetadataValue.int(s.unchanged),
         "dead_lettered": dg.MetadataValue.int(s.dead_letters),
         "dead_letter_reasons": dg.MetadataValue.json(s.dead_letter_reasons),
+        "points_in": dg.MetadataValue.int(s.points_in),
+        "points_unmatched": dg.MetadataValue.int(s.points_unmatched),
     }
