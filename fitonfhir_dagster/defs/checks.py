@@ -16,6 +16,7 @@ POINTS_IN_DAY = "points_within_partition_day"
 NO_BAD_POINTS = "no_malformed_points"
 EXACTLY_ONCE = "every_point_in_exactly_one_message"
 NO_DEAD_LETTERS = "no_dead_letters"
+POINTS_ACCOUNTED = "every_point_observed_or_dead_lettered"
 SAMPLE_VALIDATES = "written_sample_validates_r4b"
 SAMPLE_SIZE = 20
 
@@ -24,6 +25,7 @@ CHECK_SPECS = [
     dg.AssetCheckSpec(NO_BAD_POINTS, asset="fit_datasets"),
     dg.AssetCheckSpec(EXACTLY_ONCE, asset="device_messages"),
     dg.AssetCheckSpec(NO_DEAD_LETTERS, asset="fhir_observations"),
+    dg.AssetCheckSpec(POINTS_ACCOUNTED, asset="fhir_observations"),
     dg.AssetCheckSpec(SAMPLE_VALIDATES, asset="fhir_observations"),
 ]
 
@@ -66,7 +68,17 @@ def messages_checks(done: Mapping[str, MessagesSummary]) -> list[dg.AssetCheckRe
 
 
 def observations_checks(done: Mapping[str, ObservationsSummary], fhir: Any) -> list[dg.AssetCheckResult]:
-    dead = {k: s.dead_letter_reasons for k, s in done.items() if s.dead_letters}
+    dead = {k: s.dead_letter_reasons for k, s in done.items() if s.dead_letters or s.points_unmatched}
+    lost = {
+        k: {
+            "points_in": s.points_in,
+            "observed": s.points_observed,
+            "dead_lettered": s.points_dead_lettered,
+            "unmatched": s.points_unmatched,
+        }
+        for k, s in done.items()
+        if s.points_unaccounted
+    }
     written = [i for s in done.values() for i in s.written_ids]
     sample = random.sample(written, min(SAMPLE_SIZE, len(written)))
     problems = validate_sample(fhir, sample)
@@ -77,6 +89,13 @@ def observations_checks(done: Mapping[str, ObservationsSummary], fhir: Any) -> l
             passed=not dead,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"dead_letters_by_partition": dg.MetadataValue.json(dead)},
+        ),
+        dg.AssetCheckResult(
+            asset_key="fhir_observations",
+            check_name=POINTS_ACCOUNTED,
+            passed=not lost,
+            description="points in == points in Observations + dead-lettered + no template matched",
+            metadata={"unaccounted_by_partition": dg.MetadataValue.json(lost)},
         ),
         dg.AssetCheckResult(
             asset_key="fhir_observations",

@@ -49,6 +49,7 @@ def datasets_metadata(s: DatasetsSummary) -> dict[str, dg.MetadataValue]:
         "bad_points": dg.MetadataValue.int(s.bad_points),
         "overlapping_points_left_to_their_start_day": dg.MetadataValue.int(s.dropped_outside_day),
         "duplicate_points_dropped": dg.MetadataValue.int(s.duplicates),
+        "fields_supplied_from_request": dg.MetadataValue.int(s.supplied_fields),
         "points_by_type": points_table(s.values_by_type),
     }
     return meta
@@ -72,4 +73,6 @@ def observations_metadata(s: ObservationsSummary) -> dict[str, dg.MetadataValue]
         "unchanged": dg.MetadataValue.int(s.unchanged),
         "dead_lettered": dg.MetadataValue.int(s.dead_letters),
         "dead_letter_reasons": dg.MetadataValue.json(s.dead_letter_reasons),
+        "points_in": dg.MetadataValue.int(s.points_in),
+        "points_unmatched": dg.MetadataValue.int(s.points_unmatched),
     }

@@ -6,9 +6,10 @@ one token refresh and one retry. Responses are parsed with orjson and converted 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -26,12 +27,13 @@ from .errors import (
     FitRequestError,
     FitUnauthorized,
     MalformedResponse,
+    ResponseNotJson,
     TransientFitError,
 )
 from .oauth import OnRefreshToken, UserTokens
 from .ratelimit import RequestLimiter
 from .retry import RetryPolicy, Sleep, is_retryable_status
-from .wire import BadPoint, BadPointMode, parse_dataset, paused_gc
+from .wire import BadPoint, BadPointMode, parse_dataset, paused_gc, supply_missing_fields
 
 NS_PER_SECOND = 1_000_000_000
 STREAM_POLICIES = ("merged", "all")
@@ -49,6 +51,7 @@ class FetchStats:
     bad_points: int = 0
     outside_day: int = 0  # overlapping points that start on another day (they belong to that day)
     duplicates: int = 0
+    supplied_fields: int = 0  # fields Google left out that the request determines (e.g. dataSourceId)
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -63,6 +66,7 @@ class DatasetPage:
     dataset: dict[str, Any]
     bad_points: list[BadPoint] = field(default_factory=list)
     size_bytes: int = 0
+    supplied_fields: dict[str, int] = field(default_factory=dict)  # field -> times filled in from the request
 
     @property
     def points(self) -> list[dict[str, Any]]:
@@ -135,6 +139,13 @@ def _stream_id(source: Mapping[str, Any] | str) -> str:
     if not isinstance(stream_id, str):
         raise ValueError(f"data source without a dataStreamId: keys {sorted(source)}")
     return stream_id
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ResponseNotJson(f"response is not JSON ({exc})") from None
 
 
 def _google_error(response: requests.Response) -> str:
@@ -219,9 +230,16 @@ class GoogleFitClient:
                         setattr(target, name, getattr(target, name) + amount)
 
     def _get(
-        self, path: str, params: Mapping[str, Any], what: str, stats: FetchStats | None = None
-    ) -> requests.Response:
-        """GET a Fit API path with rate limiting, retries and one refresh on 401; returns a 200 response."""
+        self,
+        path: str,
+        params: Mapping[str, Any],
+        what: str,
+        stats: FetchStats | None = None,
+        parse: Callable[[bytes], Any] | None = None,
+    ) -> tuple[requests.Response, Any]:
+        """GET a Fit API path with rate limiting, retries and one refresh on 401: a 200 response and
+        ``parse(body)``. A body ``parse`` cannot read (``ResponseNotJson``: cut short in transit) is
+        retried like a 5xx, since fetching it again can succeed."""
         url = self.base_url + path
         budget = self.retry_policy.budget()
         refreshed = False
@@ -244,17 +262,23 @@ class GoogleFitClient:
                 status = response.status_code
                 if status == 200:
                     self._count(stats, bytes=len(response.content))
-                    return response
-                if status == 401:
+                    if parse is None:
+                        return response, None
+                    try:
+                        return response, parse(response.content)
+                    except ResponseNotJson as exc:
+                        reason = f"unreadable body ({exc})"
+                elif status == 401:
                     if refreshed:
                         raise FitUnauthorized(f"{what}: Google answered 401 even after a token refresh")
                     refreshed = True
                     token = self.tokens.refresh_after_rejection(token)
                     continue
-                if not is_retryable_status(status):
+                elif not is_retryable_status(status):
                     raise self._refusal(status, response, what)
-                reason = f"HTTP {status}"
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                else:
+                    reason = f"HTTP {status}"
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
             delay = budget.next_delay(retry_after)
             if delay is None:
                 raise TransientFitError(
@@ -280,11 +304,7 @@ class GoogleFitClient:
 
     def list_data_sources(self, stats: FetchStats | None = None) -> list[dict[str, Any]]:
         """Every data source visible to the granted scopes (``users.dataSources.list``)."""
-        response = self._get("dataSources", {}, "listing data sources", stats)
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise MalformedResponse("listing data sources: response is not JSON") from None
+        _, body = self._get("dataSources", {}, "listing data sources", stats, _json_body)
         sources = body.get("dataSource", []) if isinstance(body, dict) else None
         if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
             raise MalformedResponse("listing data sources: 'dataSource' is not a list of objects")
@@ -327,10 +347,16 @@ class GoogleFitClient:
         seen_tokens: set[str] = set()
         while True:
             index = len(pages)
-            response = self._get(path, params, f"stream {stream_id!r} page {index}", stats)
-            dataset, bad = parse_dataset(response.content, stream_id=stream_id, page_index=index, mode=mode)
-            pages.append(DatasetPage(stream_id, index, dataset, bad, len(response.content)))
-            self._count(stats, pages=1, bad_points=len(bad))
+            response, (dataset, bad) = self._get(
+                path,
+                params,
+                f"stream {stream_id!r} page {index}",
+                stats,
+                functools.partial(parse_dataset, stream_id=stream_id, page_index=index, mode=mode),
+            )
+            supplied = supply_missing_fields(dataset, stream_id=stream_id, start_ns=start_ns, end_ns=end_ns)
+            pages.append(DatasetPage(stream_id, index, dataset, bad, len(response.content), supplied))
+            self._count(stats, pages=1, bad_points=len(bad), supplied_fields=sum(supplied.values()))
             token = dataset.get("nextPageToken")
             if not token:
                 return pages

@@ -60,3 +60,13 @@ class MalformedResponse(GoogleFitError):
 
 class MalformedDataset(MalformedResponse):
     """A dataset page (or one point of it) is malformed; the message names stream, page, point and field."""
+
+
+class ResponseNotJson(MalformedDataset):
+    """A 200 body that does not parse, as when a connection is cut mid-body.
+
+    Retryable: the client re-fetches it like a 5xx inside its bounded retries and, if it stays
+    unreadable, raises :class:`TransientFitError`; malformed points stay permanent.
+    """
+
+    retryable = True

@@ -15,7 +15,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from .errors import MalformedDataset
+from .errors import MalformedDataset, ResponseNotJson
 
 DATASET_INT64_FIELDS = ("minStartTimeNs", "maxEndTimeNs")
 POINT_OPTIONAL_INT64_FIELDS = ("modifiedTimeMillis", "computationTimeMillis", "rawTimestampNanos")
@@ -170,15 +170,42 @@ def paused_gc() -> Iterator[None]:
 def parse_dataset(
     body: bytes, *, stream_id: str, page_index: int, mode: BadPointMode = "raise"
 ) -> tuple[dict[str, Any], list[BadPoint]]:
-    """Parse a dataset response body (orjson) and convert it; invalid JSON raises MalformedDataset."""
+    """Parse a dataset response body (orjson) and convert it; invalid JSON raises ResponseNotJson."""
     with paused_gc():
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise MalformedDataset(
+            raise ResponseNotJson(
                 f"stream {stream_id!r} page {page_index}: response is not JSON ({exc})"
             ) from None
         return convert_dataset(parsed, stream_id=stream_id, page_index=page_index, mode=mode)
+
+
+def supply_missing_fields(
+    dataset: dict[str, Any], *, stream_id: str, start_ns: int, end_ns: int
+) -> dict[str, int]:
+    """Fill in fields Google left out that the request itself determines; returns {field: times supplied}.
+
+    ``dataSourceId`` is the stream asked for and ``minStartTimeNs``/``maxEndTimeNs`` the requested
+    window (Google echoes both); a point without ``dataTypeName`` gets the stream's data type (every
+    point of a data source has its type). Nothing a reading itself carries is ever invented.
+    """
+    supplied: dict[str, int] = {}
+    for name, value in (("dataSourceId", stream_id), ("minStartTimeNs", start_ns), ("maxEndTimeNs", end_ns)):
+        if dataset.get(name) is None:
+            dataset[name] = value
+            supplied[name] = 1
+    parts = stream_id.split(":")
+    type_name = parts[1] if len(parts) > 1 else ""
+    if type_name:
+        missing = 0
+        for point in dataset["point"]:
+            if point.get("dataTypeName") is None:
+                point["dataTypeName"] = type_name
+                missing += 1
+        if missing:
+            supplied["point.dataTypeName"] = missing
+    return supplied
 
 
 def point_identity(point: dict[str, Any]) -> tuple[int, int, bytes]:

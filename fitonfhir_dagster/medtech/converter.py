@@ -23,7 +23,12 @@ from fitonfhir_dagster.medtech.errors import (
 )
 from fitonfhir_dagster.medtech.fhir_templates import CodeValueTemplate, FhirMapping, load_fhir_mapping
 from fitonfhir_dagster.medtech.identity import IdentityResolver, ResolvedIdentity
-from fitonfhir_dagster.medtech.measurements import Measurement, MeasurementExtractor, wrap_message
+from fitonfhir_dagster.medtech.measurements import (
+    MatchFailure,
+    Measurement,
+    MeasurementExtractor,
+    wrap_message,
+)
 from fitonfhir_dagster.medtech.observations import (
     InstantObservations,
     ObservationGroup,
@@ -31,6 +36,7 @@ from fitonfhir_dagster.medtech.observations import (
     build_observation,
     build_observation_groups,
     instant_measurements,
+    merge_series,
     raw_series_for,
 )
 from fitonfhir_dagster.medtech.observations import merge_observation as merge_resources
@@ -77,6 +83,17 @@ class ConversionResult:
     devices: list[dict[str, Any]] = field(default_factory=list)
     # Timed values behind SampledData members, by Observation id (for exact merges).
     raw_series: dict[str, dict[str, Series]] = field(default_factory=dict)
+    # Per-item accounting (``Converter(points_key=...)``): every counted item (a Fit point) ends in an
+    # Observation, a dead letter or ``unmatched`` (MedTech drops those silently, with only a metric).
+    points_in: int = 0
+    points_observed: int = 0  # part of at least one Observation
+    points_dead_lettered: int = 0  # matched, but every measurement of it failed (see dead_letters)
+    unmatched: list[DeadLetter] = field(default_factory=list)  # matched by no device template
+
+    @property
+    def points_unaccounted(self) -> int:
+        """Items in neither an Observation, a dead letter nor ``unmatched``: must be 0."""
+        return self.points_in - self.points_observed - self.points_dead_lettered - len(self.unmatched)
 
     def merge_observation(
         self, existing: Mapping[str, Any], new: Mapping[str, Any]
@@ -104,8 +121,12 @@ class Converter:
         *,
         clock: Callable[[], int] = now_ticks,
         fast_paths: bool = True,
+        points_key: str | None = None,
     ):
         """Mappings may be parsed dicts, JSON text or loaded mappings; ``clock`` gives ``issued`` ticks.
+
+        ``points_key`` names the array of each message body whose items must each be accounted for
+        (Google's ``point``): see ``ConversionResult.points_in`` and ``unmatched``.
 
         ``fast_paths=False`` runs every template through the general evaluator and group builder
         (same results, slower): the reference the specialised paths are tested against.
@@ -121,6 +142,7 @@ class Converter:
         self.identity = identity
         self.clock = clock
         self.fast_paths = fast_paths
+        self.points_key = points_key
         self._extractor = MeasurementExtractor(self.device_mapping, fast_paths=fast_paths)
 
     def convert(self, messages: Iterable[Any]) -> ConversionResult:
@@ -140,12 +162,18 @@ class Converter:
     def _convert(self, messages: Iterable[Any]) -> ConversionResult:
         result = ConversionResult()
         groups: dict[GroupKey, list[Measurement]] = {}
+        track = self.points_key is not None
+        observed: set[int] | None = set() if track else None
+        dead: set[int] = set()
         for index, message in enumerate(messages):
             result.messages += 1
             wrapped = self._wrap(message, index, result)
             if wrapped is None:
                 continue
-            found, failures = self._extractor.extract(wrapped, index)
+            tokens: list[Any] | None = [] if track else None
+            found, failures = self._extractor.extract(wrapped, index, tokens)
+            if tokens is not None:
+                self._account_items(wrapped["Body"], index, found, tokens, failures, dead, result)
             result.points_matched += len(found) + sum(1 for f in failures if f.match_index is not None)
             result.measurements += len(found)
             for failure in failures:
@@ -163,15 +191,62 @@ class Converter:
         patients: dict[str, dict[str, Any]] = {}
         devices: dict[str, dict[str, Any]] = {}
         for key, measurements in groups.items():
-            identity = self._convert_group(key, measurements, issued, by_id, result)
+            identity = self._convert_group(key, measurements, issued, by_id, result, observed, dead)
             if identity is not None and identity.patient is not None:
                 patients.setdefault(identity.patient_id, identity.patient)
             if identity is not None and identity.device is not None:
                 devices.setdefault(identity.device_id, identity.device)
+        if observed is not None:
+            observed.discard(-1)
+            dead.discard(-1)
+            result.points_observed = len(observed)
+            result.points_dead_lettered = len(dead - observed)
         result.observations = list(by_id.values())
         result.patients = list(patients.values())
         result.devices = list(devices.values())
         return result
+
+    def _account_items(
+        self,
+        body: Any,
+        index: int,
+        found: list[Measurement],
+        tokens: list[Any],
+        failures: list[MatchFailure],
+        dead: set[int],
+        result: ConversionResult,
+    ) -> None:
+        """Number this message's items, tag each measurement with its item, record unmatched items."""
+        key = self.points_key
+        items = body.get(key) if type(body) is dict and key is not None else None
+        if type(items) is not list or not items:
+            return
+        base = result.points_in
+        result.points_in += len(items)
+        position = {id(item): base + i for i, item in enumerate(items)}
+        matched: set[int] = set()
+        for m, token in zip(found, tokens, strict=True):
+            m.origin = position.get(id(token), -1)
+            matched.add(m.origin)
+        for failure in failures:
+            origin = position.get(id(failure.token), -1) if failure.token is not None else -1
+            dead.add(origin)
+            matched.add(origin)
+        # A template whose type match itself failed is a dead letter for the whole message.
+        message_failed = any(f.match_index is None for f in failures)
+        source = body.get("dataSourceId")
+        for i, item in enumerate(items):
+            if base + i in matched:
+                continue
+            if message_failed:
+                dead.add(base + i)
+                continue
+            type_name = item.get("dataTypeName") if type(item) is dict else None
+            error = TemplateNotFoundException(
+                f"no template matched {key}[{i}] (dataTypeName {type_name!r}) of message {index}"
+                + (f" (dataSourceId {source!r})" if source is not None else "")
+            )
+            result.unmatched.append(DeadLetter(error.reason, str(error), index, f"{key}[{i}]"))
 
     @staticmethod
     def _wrap(message: Any, index: int, result: ConversionResult) -> dict[str, Any] | None:
@@ -193,7 +268,10 @@ class Converter:
         issued: int,
         by_id: dict[str, dict[str, Any]],
         result: ConversionResult,
+        observed: set[int] | None = None,
+        dead: set[int] | None = None,
     ) -> ResolvedIdentity | None:
+        """``observed``/``dead`` (when accounting) collect the ``Measurement.origin`` of each outcome."""
         device, type_name, patient, encounter, _ = key
         first = min(m.message_index for m in measurements)
         where = f"type {type_name!r}, {len(measurements)} measurement(s)"
@@ -208,24 +286,39 @@ class Converter:
                 observation_groups = build_observation_groups(template, measurements)
         except ConversionError as exc:
             result.dead_letters.append(DeadLetter(exc.reason, str(exc), first, exc.detail or where))
+            if dead is not None:
+                dead.update(m.origin for m in measurements)
             return None
         if self.fast_paths and not template.uses_sampled_data:
             builder = InstantObservations(template, type_name, identity, issued)
+            same_time: dict[int, list[int]] | None = None
+            if observed is not None and len(instants) != len(measurements):
+                same_time = {}
+                for m in measurements:
+                    same_time.setdefault(m.occurrence_ticks, []).append(m.origin)
             for m in instants:
                 try:
                     observation = builder.build(m)
+                    existing = by_id.get(observation["id"])
+                    if existing is not None:
+                        # Same identifier again (same second): merged in arrival order, as MedTech's cache.
+                        observation, _ = merge_resources(existing, observation, None)
+                    ok = True
                 except ConversionError:
                     # The general path reports it, with its wording and detail.
+                    ok = True
                     for group in build_observation_groups(template, [m]):
-                        self._add_group(template, group, identity, issued, by_id, result, where)
-                    continue
-                existing = by_id.get(observation["id"])
-                if existing is not None:
-                    observation, _ = merge_resources(existing, observation, None)
-                by_id[observation["id"]] = observation
+                        ok = self._add_group(template, group, identity, issued, by_id, result, where) and ok
+                else:
+                    by_id[observation["id"]] = observation
+                if observed is not None and dead is not None:
+                    origins = same_time[m.occurrence_ticks] if same_time is not None else (m.origin,)
+                    (observed if ok else dead).update(origins)
             return identity
         for group in observation_groups:
-            self._add_group(template, group, identity, issued, by_id, result, where)
+            ok = self._add_group(template, group, identity, issued, by_id, result, where)
+            if observed is not None and dead is not None:
+                (observed if ok else dead).update(group.origins)
         return identity
 
     @staticmethod
@@ -237,7 +330,8 @@ class Converter:
         by_id: dict[str, dict[str, Any]],
         result: ConversionResult,
         where: str,
-    ) -> None:
+    ) -> bool:
+        """Build (or merge in) the group's Observation; False when it became a dead letter."""
         try:
             observation = build_observation(template, group, identity, issued)
             raw = raw_series_for(template, group)
@@ -245,11 +339,17 @@ class Converter:
             if existing is not None:
                 # Same identifier twice in one batch (e.g. two readings in one second): MedTech merges.
                 observation, _ = merge_resources(existing, observation, raw)
+                earlier = result.raw_series.get(observation["id"])
+                if raw is not None and earlier:
+                    # Keep every timed value behind the merged data for a later merge with the stored copy.
+                    raw = {**earlier, **{n: merge_series(earlier.get(n, []), v) for n, v in raw.items()}}
             by_id[observation["id"]] = observation
             if raw is not None:
                 result.raw_series[observation["id"]] = raw
+            return True
         except ConversionError as exc:
             span = f"{where}, {group.segment()}"
             result.dead_letters.append(
                 DeadLetter(exc.reason, str(exc), min(group.message_indexes), exc.detail or span)
             )
+            return False

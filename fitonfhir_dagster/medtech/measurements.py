@@ -49,6 +49,7 @@ class Measurement:
     correlation_id: str | None = None
     properties: list[tuple[str, str]] = field(default_factory=list)
     message_index: int = 0
+    origin: int = -1  # which counted item (Fit point) of the batch it came from; -1: not tracked
 
     @property
     def occurrence_time_utc(self) -> str:
@@ -79,6 +80,7 @@ class MatchFailure:
     error: ConversionError
     template_index: int
     match_index: int | None
+    token: Any = None  # the matched token, when ``extract`` was asked to report tokens
 
 
 def wrap_message(
@@ -169,8 +171,10 @@ class MeasurementExtractor:
         return sum(plan is not None for plan in self._plans)
 
     def extract(
-        self, wrapped: dict[str, Any], message_index: int = 0
+        self, wrapped: dict[str, Any], message_index: int = 0, tokens: list[Any] | None = None
     ) -> tuple[list[Measurement], list[MatchFailure]]:
+        """Measurements and failures of one message; ``tokens``, if given, receives the matched token of
+        each measurement (same order), and each failure of a match carries its token."""
         measurements: list[Measurement] = []
         failures: list[MatchFailure] = []
         scan_cache: dict[Any, Any] = {}
@@ -193,7 +197,9 @@ class MeasurementExtractor:
             while match_index < len(matches):
                 if fixed is not None:
                     assert plan is not None
-                    match_index = plan.measure_from(matches, match_index, fixed, message_index, measurements)
+                    match_index = plan.measure_from(
+                        matches, match_index, fixed, message_index, measurements, tokens
+                    )
                     if match_index == len(matches):
                         break
                 token = matches[match_index]
@@ -202,9 +208,11 @@ class MeasurementExtractor:
                     measurements.append(
                         self._measure(template, scope, message_index, memo if scoped else None)
                     )
+                    if tokens is not None:
+                        tokens.append(token)
                 except ConversionError as exc:
                     exc.detail = f"{template.where}, match {match_index}"
-                    failures.append(MatchFailure(exc, template.index, match_index))
+                    failures.append(MatchFailure(exc, template.index, match_index, token))
                 match_index += 1
         return measurements, failures
 
@@ -366,6 +374,7 @@ class _TokenPlan:
         fields: _MessageFields,
         message_index: int,
         out: list[Measurement],
+        tokens: list[Any] | None = None,
     ) -> int:
         """Appends the measurements of ``matches[start:]`` to ``out`` up to the first match that needs
         the general path; returns that match's index (``len(matches)`` when none does)."""
@@ -411,4 +420,6 @@ class _TokenPlan:
                     message_index,
                 )
             )
+            if tokens is not None:
+                tokens.append(token)
         return len(matches)

@@ -70,11 +70,15 @@ class ObservationGroup:
     correlation_id: str | None = None
     values: dict[str, Series] = field(default_factory=dict)
     message_indexes: set[int] = field(default_factory=set)
+    origins: list[int] = field(default_factory=list)  # Measurement.origin of every member
 
     def segment(self) -> str:
         if self.correlation_id is not None:
             return self.correlation_id
         return f"{format_identifier_segment(self.start)}.{format_identifier_segment(self.end)}"
+
+
+_BY_TIME = attrgetter("occurrence_ticks")
 
 
 def dedupe_by_time(measurements: Iterable[Measurement]) -> list[Measurement]:
@@ -90,23 +94,32 @@ def dedupe_by_time(measurements: Iterable[Measurement]) -> list[Measurement]:
 def build_observation_groups(
     template: CodeValueTemplate, measurements: list[Measurement]
 ) -> list[ObservationGroup]:
-    """Split one measurement group (same device, type, patient, encounter, correlation) by period."""
+    """Split one measurement group (same device, type, patient, encounter, correlation) by period.
+
+    Groups come in the order their first measurement arrived, as MedTech's
+    TimePeriodMeasurementObservationGroupFactory fills a Dictionary in message order: two groups with
+    one identifier (same second) are then merged in message order, in one batch as across batches.
+    """
     interval = template.period_interval if template.uses_sampled_data else 0
     groups: dict[Any, ObservationGroup] = {}
-    for m in sorted(dedupe_by_time(measurements), key=lambda x: x.occurrence_ticks):
+    keys: dict[int, Any] = {}  # occurrence ticks -> group key
+    for m in measurements:  # arrival order; superseded measurements too: the points a group stands for
         t = m.occurrence_ticks
-        if interval == CORRELATION:
-            if m.correlation_id is None:
-                raise CorrelationIdNotDefinedException(
-                    f"measurement of {m.type!r} at {m.occurrence_time_utc} has no correlation id"
-                )
-            key: Any = m.correlation_id
-        elif interval == HOURLY:
-            key = t - t % TICKS_PER_HOUR
-        elif interval == DAILY:
-            key = t - t % TICKS_PER_DAY
-        else:
-            key = t
+        key: Any = keys.get(t) if interval != CORRELATION else None
+        if key is None:
+            if interval == CORRELATION:
+                if m.correlation_id is None:
+                    raise CorrelationIdNotDefinedException(
+                        f"measurement of {m.type!r} at {m.occurrence_time_utc} has no correlation id"
+                    )
+                key = m.correlation_id
+            elif interval == HOURLY:
+                key = t - t % TICKS_PER_HOUR
+            elif interval == DAILY:
+                key = t - t % TICKS_PER_DAY
+            else:
+                key = t
+            keys[t] = key
         group = groups.get(key)
         if group is None:
             if interval == HOURLY:
@@ -116,8 +129,13 @@ def build_observation_groups(
             else:
                 group = ObservationGroup(m.type, t, t, m.correlation_id if interval == CORRELATION else None)
             groups[key] = group
-        group.start = min(group.start, t) if interval in (CORRELATION, 0) else group.start
-        group.end = max(group.end, t) if interval in (CORRELATION, 0) else group.end
+        group.origins.append(m.origin)
+    for m in sorted(dedupe_by_time(measurements), key=_BY_TIME):
+        t = m.occurrence_ticks
+        group = groups[m.correlation_id if interval == CORRELATION else keys[t]]
+        if interval in (CORRELATION, 0):
+            group.start = min(group.start, t)
+            group.end = max(group.end, t)
         group.message_indexes.add(m.message_index)
         for name, value in m.properties:
             series = group.values.setdefault(name, [])
@@ -283,12 +301,10 @@ def build_observation(
     return observation
 
 
-_BY_TIME = attrgetter("occurrence_ticks")
-
-
 def instant_measurements(measurements: list[Measurement]) -> list[Measurement]:
-    """The measurements of a template without SampledData in Observation order: one per time."""
-    return sorted(dedupe_by_time(measurements), key=_BY_TIME)
+    """The measurements of a template without SampledData in Observation order: one per time, in the
+    order each time first arrived (as ``build_observation_groups``)."""
+    return dedupe_by_time(measurements)
 
 
 class InstantObservations:
@@ -506,7 +522,12 @@ def _merge_value(
         raise NotSupportedException("Existing SampledData value has more than 1 dimension.")
     period_ms = float(new_value["period"])
     decoded = decode_sampled_data(str(stored.get("data") or ""), existing_period[0], period_ms)
-    merged = merge_series(decoded, _new_series(new_value, new_period[0], raw))
+    if raw is not None:
+        merged = merge_series(decoded, raw)  # MedTech's MergeData(existing, new): existing wins a tie
+    else:
+        # Decoded new slots sit on slot starts, so they would tie with every stored slot and lose;
+        # a slot value stands for the latest reading in it, so the new one replaces the stored one.
+        merged = merge_series(_new_series(new_value, new_period[0], None), decoded)
     start, end = min(new_period[0], existing_period[0]), max(new_period[1], existing_period[1])
     out = copy.deepcopy(stored)
     out["data"] = sampled_data(merged, start, end, period_ms)

@@ -42,13 +42,30 @@ def parse_timestamp(text: str) -> int:
     except ValueError as exc:
         raise TimestampError(f"{text!r} is not a date-time: {exc}") from None
     seconds = calendar.timegm(moment.timetuple())
-    frac_ticks = int((fraction or "0")[:7].ljust(7, "0"))
+    frac_ticks = (
+        int((fraction or "0").ljust(7, "0")) if len(fraction or "") <= 7 else _dotnet_fraction(fraction)
+    )
     if zone and zone not in ("Z", "z"):
         sign = -1 if zone[0] == "-" else 1
         digits = zone[1:].replace(":", "")
         offset = int(digits[:2]) * 3600 + (int(digits[2:4]) * 60 if len(digits) > 2 else 0)
         seconds -= sign * offset
     return seconds * TICKS_PER_SECOND + frac_ticks
+
+
+def _dotnet_fraction(digits: str) -> int:
+    """Ticks of a fraction with more than 7 digits, as .NET's ``DateTime.Parse`` computes them.
+
+    Json.NET's ISO reader takes at most 7 digits, so such text reaches ``DateTime.Parse``: its
+    ``ParseFraction`` sums ``digit * 0.1**k`` in a double and ``Math.Round(fraction * TicksPerSecond)``
+    rounds half to even (Python's ``round`` on a float does the same). May give 10_000_000, the next second.
+    """
+    fraction = 0.0
+    base = 0.1
+    for ch in digits:
+        fraction += (ord(ch) - 48) * base
+        base *= 0.1
+    return round(fraction * TICKS_PER_SECOND)
 
 
 def check_range(ticks: int) -> int:

@@ -33,6 +33,7 @@ class DatasetsSummary:
     outside_day: int = 0  # archived points whose start lies outside the partition day (must stay 0)
     dropped_outside_day: int = 0  # overlapping points Google returned that belong to the neighbour day
     duplicates: int = 0  # identical points seen on several pages, kept once
+    supplied_fields: int = 0  # fields Google left out, filled in from the request (see suppliedFields)
     values_by_type: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -82,6 +83,11 @@ def fetch_user_day(ports: Ports, day: str, user_key: str) -> DatasetsSummary:
             for p in fetched.pages
             for bad in p.bad_points
         ],
+        "suppliedFields": [
+            {"stream": p.stream_id, "page": p.page_index, "fields": p.supplied_fields}
+            for p in fetched.pages
+            if p.supplied_fields
+        ],
         "stats": fetched.stats.as_dict(),
     }
     ports.archive.put(datasets_object(day, user_key), orjson.dumps(document))
@@ -98,6 +104,7 @@ def summarize(document: dict[str, Any], summary: DatasetsSummary) -> DatasetsSum
     summary.bad_points = len(document.get("badPoints", []))
     summary.dropped_outside_day = int(stats.get("outside_day", 0))
     summary.duplicates = int(stats.get("duplicates", 0))
+    summary.supplied_fields = int(stats.get("supplied_fields", 0))
     for pages in document["pages"].values():
         summary.pages += len(pages)
         for page in pages:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,10 +60,12 @@ def build_user_day_messages(
     google_sub = user.google_sub if user else document["googleSub"]
     sources = {s["dataStreamId"]: s for s in document["sources"]}
     bodies: list[bytes] = []
+    streams: list[str] = []
     for stream_id, pages in document["pages"].items():
         source = sources.get(stream_id, {"dataStreamId": stream_id})
         for message in build_device_messages(google_sub, source, pages):
             bodies.append(message.body)
+            streams.append(message.data_source_id)
             summary.points += message.points
     payload = b"\n".join(bodies) + (b"\n" if bodies else b"")
     ports.archive.put(messages_object(day, user_key), payload)
@@ -72,22 +75,29 @@ def build_user_day_messages(
         stats = publisher.publish(bodies)
         summary.batches = int(getattr(stats, "batches", 0))
         summary.published = True
-    missing, duplicated = verify_exactly_once(document, [orjson.loads(b) for b in bodies])
+    missing, duplicated = verify_exactly_once(document, [orjson.loads(b) for b in bodies], streams)
     summary.missing_points, summary.duplicated_points = missing, duplicated
     return summary
 
 
-def verify_exactly_once(document: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[int, int]:
-    """Count fetched points found in no message, and message points that are extra (duplicated or invented)."""
+def verify_exactly_once(
+    document: dict[str, Any], messages: list[dict[str, Any]], streams: Sequence[str] | None = None
+) -> tuple[int, int]:
+    """Count fetched points found in no message, and message points that are extra (duplicated or invented).
+
+    ``streams[i]`` is the stream message ``i`` was built from; without it the message's own
+    ``dataSourceId`` is used (a message without one counts as another stream, never a crash).
+    """
     fetched: Counter[tuple] = Counter()
     for stream_id, pages in document["pages"].items():
         for page in pages:
             for point in page.get("point", []):
                 fetched[point_identity(stream_id, point)] += 1
     sent: Counter[tuple] = Counter()
-    for message in messages:
+    for i, message in enumerate(messages):
+        stream = streams[i] if streams is not None else str(message.get("dataSourceId"))
         for point in message.get("point", []):
-            sent[point_identity(message["dataSourceId"], point)] += 1
+            sent[point_identity(stream, point)] += 1
     missing = sum((fetched - sent).values())
     extra = sum((sent - fetched).values())
     return missing, extra

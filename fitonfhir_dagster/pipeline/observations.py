@@ -36,8 +36,18 @@ class ObservationsSummary:
     unchanged: int = 0
     devices_written: int = 0
     dead_letters: int = 0
-    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # unmatched points included
     written_ids: list[str] = field(default_factory=list)
+    # Reconciliation: every point of the device messages is in an Observation, a dead letter or an
+    # archived "no template matched" record; ``points_unaccounted`` must be 0.
+    points_in: int = 0
+    points_observed: int = 0
+    points_dead_lettered: int = 0
+    points_unmatched: int = 0
+
+    @property
+    def points_unaccounted(self) -> int:
+        return self.points_in - self.points_observed - self.points_dead_lettered - self.points_unmatched
 
     @property
     def written(self) -> int:
@@ -59,15 +69,23 @@ def convert_user_day(
     messages = load_messages(ports, day, user_key)
     if messages is None:
         raise UpstreamMissing(user_key, day, "no archived device_messages; materialize device_messages first")
-    converter = Converter(templates[0], templates[1], identity_for(ports, user_key))
+    converter = Converter(templates[0], templates[1], identity_for(ports, user_key), points_key="point")
     result = converter.convert(messages)
-    summary = ObservationsSummary(user_key, day, observations=len(result.observations))
-    letters = [d.to_dict() for d in result.dead_letters]
+    summary = ObservationsSummary(
+        user_key,
+        day,
+        observations=len(result.observations),
+        points_in=result.points_in,
+        points_observed=result.points_observed,
+        points_dead_lettered=result.points_dead_lettered,
+        points_unmatched=len(result.unmatched),
+    )
+    letters = [d.to_dict() for d in (*result.dead_letters, *result.unmatched)]
     for letter in letters:
         summary.dead_letter_reasons[letter["reason"]] = (
             summary.dead_letter_reasons.get(letter["reason"], 0) + 1
         )
-    summary.dead_letters = len(letters)
+    summary.dead_letters = len(result.dead_letters)
     name = object_name(DEAD_LETTERS, day, user_key, "dead_letters.ndjson")
     ports.archive.put(name, b"".join(orjson.dumps(x) + b"\n" for x in letters))
     try:

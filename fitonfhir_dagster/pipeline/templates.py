@@ -34,7 +34,11 @@ def build_templates(ports: Ports) -> tuple[dict[str, Any], dict[str, Any], str]:
         fhir = _read_json(settings.fhir_mapping_file, "FITONFHIR_FHIR_MAPPING")
         origin = f"files {settings.device_mapping_file}, {settings.fhir_mapping_file}"
     else:
-        device, fhir = generate_templates(sample_data_sources(), style=settings.template_style)
+        # Catch-alls: a stream absent from the catalog's sources (FITONFHIR_STREAMS=all) still converts.
+        catch_all = settings.template_style == "standard"
+        device, fhir = generate_templates(
+            sample_data_sources(), style=settings.template_style, catch_all=catch_all
+        )
         origin = f"generated, style {settings.template_style}"
     load_device_mapping(device)
     load_fhir_mapping(fhir)

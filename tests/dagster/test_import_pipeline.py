@@ -66,6 +66,7 @@ def test_two_users_two_days_are_imported_once_and_rerunning_writes_nothing(world
         "no_malformed_points": True,
         "every_point_in_exactly_one_message": True,
         "no_dead_letters": True,
+        "every_point_observed_or_dead_lettered": True,
         "written_sample_validates_r4b": True,
     }
     fhir = FhirClient.from_settings(world.settings)

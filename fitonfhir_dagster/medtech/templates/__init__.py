@@ -47,12 +47,14 @@ __all__ = [
 
 
 def generate_templates(
-    data_sources: Any, style: Style | str = "standard", include: Sequence[str] = ()
+    data_sources: Any, style: Style | str = "standard", include: Sequence[str] = (), catch_all: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(devicecontent, fhirmapping) for a dataSources list response or bare array.
 
     ``include`` holds regexes matched case-insensitively anywhere in each ``dataStreamId``;
-    a source is kept if any matches, all are kept when ``include`` is empty.
+    a source is kept if any matches, all are kept when ``include`` is empty. ``catch_all`` (style
+    ``standard`` only) adds one template per data type for streams no exact template names
+    (``standard.catch_all_templates``), so that every stream the import may select has a template.
     """
     if style not in STYLES:
         raise TemplateGenerationError(
@@ -67,12 +69,16 @@ def generate_templates(
         )
     if style == "original":
         built = [(s, original.device_template(s)) for s in sources]
-        fhir_of = original.fhir_template
+        fhir_built = [(s, original.fhir_template(s)) for s in sources]
     else:
         built = standard.device_templates(sources)
-        fhir_of = standard.fhir_template
+        fhir_built = [(s, standard.fhir_template(s)) for s in sources]
+        if catch_all:
+            for source, device_template, fhir_template in standard.catch_all_templates(sources):
+                built.append((source, device_template))
+                fhir_built.append((source, fhir_template))
     devices = unique_templates("device", built)
-    fhir = unique_templates("FHIR", [(s, fhir_of(s)) for s in sources])
+    fhir = unique_templates("FHIR", fhir_built)
     return collection(DEVICE_COLLECTION, devices), collection(FHIR_COLLECTION, fhir)
 
 

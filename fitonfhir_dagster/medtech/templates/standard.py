@@ -10,6 +10,7 @@ point was imported twice.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fitonfhir_dagster.googlefit.catalog import ENUMS, Field
@@ -67,6 +68,41 @@ def device_templates(sources: list[DataSource]) -> list[tuple[DataSource, dict[s
         )
         for source in sources
     ]
+
+
+CATCH_ALL_TYPE = "any"
+
+
+def catch_all_templates(sources: list[DataSource]) -> list[tuple[DataSource, dict[str, Any], dict[str, Any]]]:
+    """Per data type, a template for the streams no exact template names (e.g. a source created through
+    the REST API with neither package nor device): typeName ``any:<data type>``.
+
+    MedTech runs every template of a CollectionContent on every message (CollectionContentTemplate
+    ``GetMeasurements`` is a SelectMany), so order alone cannot make exact matches win: the catch-all
+    excludes every exact pattern of its type with a negative lookahead, and comes after them.
+    """
+    by_type: dict[str, list[DataSource]] = {}
+    for source in sources:
+        by_type.setdefault(source.data_type_name, []).append(source)
+    out = []
+    for data_type, group in by_type.items():
+        patterns = list(dict.fromkeys(stream_pattern(s) for s in group))
+        source = replace(
+            group[0],
+            stream_id=f"{CATCH_ALL_TYPE}:{data_type}",
+            type=CATCH_ALL_TYPE,
+            package_name="",
+            manufacturer="",
+            model="",
+            uid="",
+            stream_name="",
+        )
+        type_match = (
+            f"$..[?(@dataTypeName == '{data_type}'"
+            f" && $.Body.dataSourceId =~ /^(?!(?:{'|'.join(patterns)})$)/)]"
+        )
+        out.append((source, original.device_template(source, type_match), fhir_template(source)))
+    return out
 
 
 def fhir_template(source: DataSource) -> dict[str, Any]:
