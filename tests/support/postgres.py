@@ -44,11 +44,14 @@ _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 def find_bindir() -> Path:
     """The newest installed server's bin directory, or FITONFHIR_TEST_PG_BINDIR when set."""
     override = os.environ.get("FITONFHIR_TEST_PG_BINDIR")
-    candidates = [Path(override)] if override else []
-    candidates += sorted(
-        (Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
+    candidates = (
+        [Path(override)]
+        if override
+        else sorted(
+            (Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")),
+            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+            reverse=True,
+        )
     )
     for bindir in candidates:
         if (bindir / "initdb").is_file() and (bindir / "postgres").is_file():
