@@ -4,14 +4,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv installs the lock in seconds; it comes from PyPI into its own small venv, so nothing else is needed.
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
 
-.PHONY: setup demo dev test test-deps lint typecheck bench lock clean
+.PHONY: setup demo dev test test-deps check lint typecheck bench lock clean
 
-$(STAMP): requirements.lock pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): requirements.lock pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -31,9 +37,16 @@ test-deps: setup tests/node/node_modules/.installed
 	  echo "installing Debian chromium for the browser tests"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian postgresql for the PostgreSQL store and deployment tests"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq postgresql >/dev/null; fi; }
 
-test: test-deps
+# The README's test command: lint, format, types, then every test.
+test: test-deps check
 	$(BIN)/python -m pytest -q
+
+check: lint typecheck
 
 lint: setup
 	$(BIN)/ruff check .
@@ -46,8 +59,10 @@ bench: setup
 	$(BIN)/python bench/device_messages.py
 	$(BIN)/python bench/conversion.py
 
-lock:
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^fitonfhir' > requirements.lock
+# Re-pin after changing dependencies in pyproject.toml (keeps every pin that still fits; --upgrade for new ones).
+lock: | $(UV)
+	$(UV) pip compile --quiet pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	  $(if $(wildcard requirements.lock),-c requirements.lock) -o requirements.lock
 
 clean:
-	rm -rf $(VENV) .fitonfhir .dagster_home tests/node/node_modules
+	rm -rf $(VENV) .uv .fitonfhir .dagster_home tests/node/node_modules

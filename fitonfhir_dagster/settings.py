@@ -143,6 +143,7 @@ class Settings:
     identity_providers: tuple[str, ...] = ()  # OIDC authorities trusted for bearer JWTs
     audience: str = ""  # required `aud` of bearer JWTs
     state_secret: str = field(default="", repr=False)  # HMAC key for OAuth state; "" = key file in home
+    postgres_url: str = field(default="", repr=False)  # users table on PostgreSQL (holds a password)
 
     @property
     def uses_sandbox(self) -> bool:
@@ -244,4 +245,5 @@ class Settings:
             identity_providers=identity_providers,
             audience=audience,
             state_secret=env.get("FITONFHIR_STATE_SECRET", ""),
+            postgres_url=env.get("FITONFHIR_POSTGRES_URL", "").strip(),
         )

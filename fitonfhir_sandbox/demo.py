@@ -60,11 +60,12 @@ class DemoReport:
 
 def _materialized(result: dg.ExecuteInProcessResult, asset: str, key: str) -> int:
     """Sum of one metadata value over the run's materializations of ``asset``."""
-    return sum(
-        int(event.materialization.metadata[key].value)  # type: ignore[arg-type]
-        for event in result.get_asset_materialization_events()
-        if event.asset_key == dg.AssetKey(asset) and key in event.materialization.metadata
-    )
+    total = 0
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        if event.asset_key == dg.AssetKey(asset) and key in materialization.metadata:
+            total += int(materialization.metadata[key].value)  # type: ignore[arg-type]
+    return total
 
 
 def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
@@ -84,10 +85,10 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
         users = open_users_table(running)
         for i in range(1, n_users + 1):
             onboard_sandbox_user(running.onboarding_url, i)
-            user = users.find_by_google_sub(sub_for_email(sandbox_email(i)))
-            assert user is not None, "onboarding finished but no users row exists"
-            report.users.append(UserReport(user.key, sandbox_email(i)))
-            echo(f"onboarded {sandbox_email(i)} as user {user.key} (Patient/{user.patient_id})")
+            row = users.find_by_google_sub(sub_for_email(sandbox_email(i)))
+            assert row is not None, "onboarding finished but no users row exists"
+            report.users.append(UserReport(row.key, sandbox_email(i)))
+            echo(f"onboarded {sandbox_email(i)} as user {row.key} (Patient/{row.patient_id})")
         keys = [u.key for u in report.users]
         known = set(instance.get_dynamic_partitions(USERS))
         instance.add_dynamic_partitions(USERS, [k for k in keys if k not in known])

@@ -45,9 +45,10 @@ class SettingsResource(dg.ConfigurableResource):
 
 
 class UsersTableResource(SettingsResource):
-    """Users table: SQLite under ``FITONFHIR_HOME``, or Azure Tables when configured."""
+    """Users table: SQLite under ``FITONFHIR_HOME``, or PostgreSQL or Azure Tables when configured."""
 
     home: str | None = None
+    postgres_url: str | None = None
     azure_storage_connection_string: str | None = None
     azure_tables_endpoint: str | None = None
 
@@ -141,6 +142,7 @@ class ImportOptionsResource(SettingsResource):
 
 
 SECRETS = {
+    "postgres_url",
     "azure_storage_connection_string",
     "vault_key",
     "fhir_token",

@@ -99,8 +99,10 @@ def build_user_day_steps(start_date: date, retry_delay_seconds: int) -> dg.Asset
         selected = {key.to_user_string() for key in context.selected_asset_keys}
         ports = open_ports(google_fit, import_options, users_table, token_vault, archive)
         publisher = event_hub.publisher() if DEVICE_MESSAGES in selected else None
-        fhir = fhir_server.client() if FHIR_OBSERVATIONS in selected else None
-        templates = templates_for_conversion(ports) if FHIR_OBSERVATIONS in selected else None
+        fhir: Any = None
+        templates: Any = None
+        if FHIR_OBSERVATIONS in selected:  # compiled once per run
+            fhir, templates = fhir_server.client(), templates_for_conversion(ports)
 
         datasets: dict[str, Any] = {}
         messages: dict[str, Any] = {}
@@ -167,7 +169,7 @@ def _materialize_then_fail(
     failed: dict[str, UserDayError],
 ) -> Iterator[Any]:
     """Record what succeeded (per step and key), then fail naming the failed keys; retry only if useful."""
-    done = [
+    done: list[tuple[str, dict[str, Any], Callable[[Any], Any]]] = [
         (FIT_DATASETS, datasets, datasets_metadata),
         (DEVICE_MESSAGES, messages, messages_metadata),
         (FHIR_OBSERVATIONS, observations, observations_metadata),

@@ -9,6 +9,10 @@ from .vault import LocalTokenVault, TokenVault
 
 
 def open_users_table(settings: Settings) -> UsersTable:
+    if settings.postgres_url:  # wins over the storage connection string, which keeps serving the Blob archive
+        from .postgres_users import PostgresUsersTable
+
+        return PostgresUsersTable.from_settings(settings)
     if settings.azure_tables_endpoint or settings.azure_storage_connection_string:
         from .azure_tables import AzureUsersTable
 

@@ -27,6 +27,7 @@ def test_definitions_are_loadable_with_the_documented_assets_checks_and_automati
         "every_point_in_exactly_one_message",
         "no_dead_letters",
         "written_sample_validates_r4b",
+        "every_point_observed_or_dead_lettered",
     }
     assert defs().resolve_sensor_def("users_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     assert (

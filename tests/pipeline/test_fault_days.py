@@ -3,19 +3,19 @@
 import orjson
 import pytest
 
-from fitonfhir_dagster.assets.checks import NO_DEAD_LETTERS, POINTS_ACCOUNTED, observations_checks
-from fitonfhir_dagster.config import Settings
+from fitonfhir_dagster.defs.checks import NO_DEAD_LETTERS, POINTS_ACCOUNTED, observations_checks
 from fitonfhir_dagster.fhir.client import FhirClient
 from fitonfhir_dagster.pipeline.datasets import datasets_object, fetch_user_day
 from fitonfhir_dagster.pipeline.messages import build_user_day_messages, load_messages
 from fitonfhir_dagster.pipeline.observations import DEAD_LETTERS, ObservationsSummary, convert_user_day
 from fitonfhir_dagster.pipeline.ports import Ports
 from fitonfhir_dagster.pipeline.templates import build_templates
-from fitonfhir_dagster.sandbox.synthetic import ORPHAN_STREAM_ID
-from fitonfhir_dagster.sandbox.testing import running_sandbox
+from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.archive import LocalArchive, object_name
 from fitonfhir_dagster.stores.users import SqliteUsersTable
 from fitonfhir_dagster.stores.vault import LocalTokenVault
+from fitonfhir_sandbox.handle import running_sandbox
+from fitonfhir_sandbox.synthetic import ORPHAN_STREAM_ID
 
 DAY = "2026-11-20"
 EMAIL = "faulty.day@example.com"

@@ -1,4 +1,5 @@
-"""Store tests run against real stand-ins: one Azurite process per test session (see tests/support/azurite.py)."""
+"""Store tests run against real stand-ins: one Azurite process per test session (see tests/support/azurite.py)
+and one throw-away PostgreSQL cluster (tests/support/postgres.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.azurite import Azurite, running_azurite
+from tests.support.postgres import PostgresServer, postgres_session
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +20,15 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
 @pytest.fixture(scope="session")
 def azurite_connection_string(azurite: Azurite) -> str:
     return azurite.connection_string
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session; fails (never skips) when its binaries are missing."""
+    yield from postgres_session()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: PostgresServer) -> str:
+    """One database for the store tests; each test uses a table of its own."""
+    return postgres.create_database("fitonfhir_stores")

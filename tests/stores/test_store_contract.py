@@ -1,7 +1,7 @@
 """One contract for every store backend: the local default and its Azure twin must behave the same.
 
-Each test runs against both backends: SQLite / Azure Tables (Azurite), encrypted files / Key Vault
-(the real SDK over a wire-level Key Vault stand-in), local files / Azure Blob (Azurite).
+Each test runs against every backend: SQLite / Azure Tables (Azurite) / PostgreSQL (a real server), encrypted
+files / Key Vault (the real SDK over a wire-level Key Vault stand-in), local files / Azure Blob (Azurite).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from fitonfhir_dagster.stores.azure_blob import BlobArchive
 from fitonfhir_dagster.stores.azure_keyvault import API_VERSION, KeyVaultTokenVault
 from fitonfhir_dagster.stores.azure_tables import AzureUsersTable
 from fitonfhir_dagster.stores.keys import USER_KEY_RE
+from fitonfhir_dagster.stores.postgres_users import PostgresUsersTable
 from fitonfhir_dagster.stores.users import SqliteUsersTable, UsersTable, UserState
 from fitonfhir_dagster.stores.vault import LocalTokenVault, TokenVault, VaultError
 from tests.support.keyvault import KeyVaultWire
@@ -36,10 +37,16 @@ HOSTILE = [
 # -- backends ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "azure-tables"])
+@pytest.fixture(params=["sqlite", "azure-tables", "postgres"])
 def users(request: pytest.FixtureRequest, tmp_path) -> UsersTable:
     if request.param == "sqlite":
         return SqliteUsersTable(tmp_path / "users.sqlite3")
+    if request.param == "postgres":
+        table = PostgresUsersTable(
+            request.getfixturevalue("postgres_url"), table="users_" + uuid.uuid4().hex[:12]
+        )
+        request.addfinalizer(table.close)
+        return table
     conn = request.getfixturevalue("azurite_connection_string")
     return AzureUsersTable.from_connection_string(conn, table_name="users" + uuid.uuid4().hex[:12])
 
