@@ -12,7 +12,7 @@ import json
 import statistics
 import time
 
-from fitonfhir_dagster.medtech.device_messages import build_device_messages
+from fitonfhir_dagster.fitmapping.device_messages import build_device_messages
 
 SUB = "110248495921238986420"
 DAY_START_NS = 1_764_288_000_000_000_000

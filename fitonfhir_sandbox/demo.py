@@ -70,7 +70,7 @@ def _materialized(result: dg.ExecuteInProcessResult, asset: str, key: str) -> in
 
 def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
     from fitonfhir_dagster.definitions import defs
-    from fitonfhir_dagster.fhir.client import FhirClient
+    from fitonfhir_dagster.fhir.fhir_client import FhirClient
     from fitonfhir_dagster.pipeline.datasets import load_datasets
     from fitonfhir_dagster.pipeline.ports import Ports
     from fitonfhir_dagster.stores.factory import open_users_table

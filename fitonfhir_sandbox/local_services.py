@@ -39,7 +39,7 @@ def local_services(settings: Settings, onboarding_port: int = 0) -> Iterator[Set
     Yields the settings with the onboarding URL the app actually listens on.
     """
     from onboarding_app.app import create_app
-    from onboarding_app.server import bind_socket, serve_in_background, socket_url
+    from onboarding_app.serving import bind_socket, serve_in_background, socket_url
 
     from .sandbox_app import check_loopback, create_sandbox_app
 

@@ -28,10 +28,10 @@ from fitonfhir_dagster.stores.vault import TokenVault
 from . import pages
 from .google_oauth import CALLBACK_PATH, GoogleOAuth, google_authority, new_code_verifier
 from .logs import install_log_redaction
+from .oauth_state import PendingAuthorization, StateError, StateStore, load_state_secret
 from .onboard import Onboarding, OnboardingError, revoke_token, revoke_token_user
 from .patients import PatientServer
 from .redirects import RedirectAllowList, with_query
-from .state import PendingAuthorization, StateError, StateStore, load_state_secret
 from .tokens import Caller, InvalidToken, OidcVerifier, bearer_token
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ def create_app(
     install_log_redaction()
     secret = load_state_secret(settings.state_secret, settings.home)
     if fhir is None:
-        from fitonfhir_dagster.fhir.client import FhirClient
+        from fitonfhir_dagster.fhir.fhir_client import FhirClient
 
         fhir = FhirClient.from_settings(settings)
     google = GoogleOAuth(settings)

@@ -20,7 +20,7 @@ def serve(host: str, port: int) -> None:
     from fitonfhir_dagster.settings import ONBOARDING, Settings
 
     from .app import create_app
-    from .server import server_config
+    from .serving import server_config
 
     settings = Settings.from_env(consumer=ONBOARDING)
     app = create_app(settings)

@@ -15,14 +15,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from fitonfhir_dagster.fhir.errors import FhirError
+from fitonfhir_dagster.fhir.fhir_errors import FhirError
 from fitonfhir_dagster.stores.keys import USER_KEY_RE, check_user_key, new_user_key
 from fitonfhir_dagster.stores.users import User, UsersTable, UserState
 from fitonfhir_dagster.stores.vault import TokenVault
 
 from .google_oauth import GoogleOAuth, GoogleOAuthError
+from .oauth_state import PendingAuthorization
 from .patients import Identifier, PatientError, PatientServer, ensure_patient
-from .state import PendingAuthorization
 from .tokens import InvalidToken, OidcVerifier
 
 log = logging.getLogger(__name__)

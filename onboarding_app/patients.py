@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fitonfhir_dagster.fhir.errors import PreconditionFailed
+from fitonfhir_dagster.fhir.fhir_errors import PreconditionFailed
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Identifier:
 
 
 class PatientServer(Protocol):
-    """The part of ``fitonfhir_dagster.fhir.client.FhirClient`` used here."""
+    """The part of ``fitonfhir_dagster.fhir.fhir_client.FhirClient`` used here."""
 
     def search(self, resource_type: str, params: dict[str, str]) -> Any: ...
 

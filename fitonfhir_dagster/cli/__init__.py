@@ -61,9 +61,9 @@ class PluginGroup(click.Group):
 @click.group(
     cls=PluginGroup,
     lazy={
-        "users": "fitonfhir_dagster.cli.users:users",
-        "templates": "fitonfhir_dagster.cli.templates:templates",
-        "medtech": "fitonfhir_dagster.cli.medtech:medtech",
+        "users": "fitonfhir_dagster.cli.users_command:users",
+        "templates": "fitonfhir_dagster.cli.templates_command:templates",
+        "medtech": "fitonfhir_dagster.cli.medtech_command:medtech",
     },
 )
 @click.version_option(version(DISTRIBUTION), prog_name="fitonfhir")

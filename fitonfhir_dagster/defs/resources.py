@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from ..fhir.client import FhirClient
+from ..fhir.fhir_client import FhirClient
 from ..pipeline.ports import Ports
 from ..settings import Settings
 from ..stores.archive import Archive

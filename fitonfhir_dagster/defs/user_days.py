@@ -15,11 +15,11 @@ from typing import Any
 
 import dagster as dg
 
+from ..pipeline.conversion_templates import templates_for_conversion
 from ..pipeline.datasets import fetch_user_day
-from ..pipeline.errors import TransientUserDayError, UserDayError
 from ..pipeline.messages import build_user_day_messages
 from ..pipeline.observations import convert_user_day
-from ..pipeline.templates import templates_for_conversion
+from ..pipeline.step_errors import TransientUserDayError, UserDayError
 from ..settings import Settings
 from .checks import CHECK_SPECS, datasets_checks, messages_checks, observations_checks
 from .metadata import datasets_metadata, messages_metadata, observations_metadata

@@ -10,8 +10,8 @@ from fitonfhir_dagster.fhir.bundles import (
     put_entry,
     same_content,
 )
-from fitonfhir_dagster.fhir.client import FhirClient, UpsertSummary
-from fitonfhir_dagster.fhir.errors import (
+from fitonfhir_dagster.fhir.fhir_client import FhirClient, UpsertSummary
+from fitonfhir_dagster.fhir.fhir_errors import (
     FhirAuthError,
     FhirError,
     FhirTransportError,

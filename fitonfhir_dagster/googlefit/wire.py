@@ -15,7 +15,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from .errors import MalformedDataset, ResponseNotJson
+from .fit_errors import MalformedDataset, ResponseNotJson
 
 DATASET_INT64_FIELDS = ("minStartTimeNs", "maxEndTimeNs")
 POINT_OPTIONAL_INT64_FIELDS = ("modifiedTimeMillis", "computationTimeMillis", "rawTimestampNanos")

@@ -1,1 +1,4 @@
-"""MedTech compatibility: device messages, template generation, template engine and converter."""
+"""The generic MedTech-compatible engine: templates, expressions, measurements, converter, identities.
+
+Nothing here knows Google Fit; the Fit mapping (device messages, template generation) is ``fitmapping/``.
+"""

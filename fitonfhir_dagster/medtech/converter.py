@@ -16,11 +16,6 @@ from typing import Any
 import orjson
 
 from fitonfhir_dagster.medtech.device_templates import DeviceMapping, load_device_mapping
-from fitonfhir_dagster.medtech.errors import (
-    ConversionError,
-    InvalidDataFormatException,
-    TemplateNotFoundException,
-)
 from fitonfhir_dagster.medtech.fhir_templates import CodeValueTemplate, FhirMapping, load_fhir_mapping
 from fitonfhir_dagster.medtech.identity import IdentityResolver, ResolvedIdentity
 from fitonfhir_dagster.medtech.measurements import (
@@ -28,6 +23,11 @@ from fitonfhir_dagster.medtech.measurements import (
     Measurement,
     MeasurementExtractor,
     wrap_message,
+)
+from fitonfhir_dagster.medtech.medtech_errors import (
+    ConversionError,
+    InvalidDataFormatException,
+    TemplateNotFoundException,
 )
 from fitonfhir_dagster.medtech.observations import (
     InstantObservations,

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fitonfhir_dagster.medtech.errors import InvalidTemplateException
 from fitonfhir_dagster.medtech.jmespath_functions import (
     JmesPathExpression,
     JmesPathFunctionError,
@@ -27,6 +26,7 @@ from fitonfhir_dagster.medtech.jsonpath import (
     JsonPathSyntaxError,
     compile_jsonpath,
 )
+from fitonfhir_dagster.medtech.medtech_errors import InvalidTemplateException
 from fitonfhir_dagster.medtech.token_readers import (
     TOKEN,
     TokenReader,

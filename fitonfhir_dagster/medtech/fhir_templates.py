@@ -16,7 +16,7 @@ from fitonfhir_dagster.medtech.device_templates import (
     normalise_kind,
     parse_mapping_source,
 )
-from fitonfhir_dagster.medtech.errors import InvalidTemplateException
+from fitonfhir_dagster.medtech.medtech_errors import InvalidTemplateException
 
 SAMPLED_DATA = "SampledData"
 QUANTITY = "Quantity"

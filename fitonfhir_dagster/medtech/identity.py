@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fitonfhir_dagster.medtech.errors import (
+from fitonfhir_dagster.medtech.medtech_errors import (
     FhirResourceNotFoundException,
     MultipleResourceFoundException,
     ResourceIdentityNotDefinedException,

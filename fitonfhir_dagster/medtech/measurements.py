@@ -20,13 +20,13 @@ from fitonfhir_dagster.medtech.device_templates import (
     Expression,
     ExpressionError,
 )
-from fitonfhir_dagster.medtech.errors import (
+from fitonfhir_dagster.medtech.jmespath_functions import DateTimeValue
+from fitonfhir_dagster.medtech.jsonpath import MISSING
+from fitonfhir_dagster.medtech.medtech_errors import (
     ConversionError,
     IncompatibleDataException,
     TemplateExpressionException,
 )
-from fitonfhir_dagster.medtech.jmespath_functions import DateTimeValue
-from fitonfhir_dagster.medtech.jsonpath import MISSING
 from fitonfhir_dagster.medtech.timestamps import (
     TimestampError,
     check_range,

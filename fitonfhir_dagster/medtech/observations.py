@@ -17,11 +17,6 @@ from functools import lru_cache
 from operator import attrgetter
 from typing import Any
 
-from fitonfhir_dagster.medtech.errors import (
-    CorrelationIdNotDefinedException,
-    InvalidQuantityFhirValueException,
-    NotSupportedException,
-)
 from fitonfhir_dagster.medtech.fhir_templates import (
     CODEABLE_CONCEPT,
     CORRELATION,
@@ -36,6 +31,11 @@ from fitonfhir_dagster.medtech.fhir_templates import (
 )
 from fitonfhir_dagster.medtech.identity import IOMT_SYSTEM, ResolvedIdentity
 from fitonfhir_dagster.medtech.measurements import Measurement
+from fitonfhir_dagster.medtech.medtech_errors import (
+    CorrelationIdNotDefinedException,
+    InvalidQuantityFhirValueException,
+    NotSupportedException,
+)
 from fitonfhir_dagster.medtech.timestamps import (
     TICKS_PER_DAY,
     TICKS_PER_HOUR,

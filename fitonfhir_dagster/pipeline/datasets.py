@@ -9,12 +9,12 @@ from typing import Any
 
 import orjson
 
-from ..googlefit import errors as fit_errors
-from ..googlefit.client import DayFetch, GoogleFitClient, select_streams
+from ..googlefit import fit_errors
+from ..googlefit.fit_client import DayFetch, GoogleFitClient, select_streams
 from ..stores.archive import object_name
 from ..stores.users import User, UserState
-from .errors import TransientUserDayError, UserDayError, UserNotImportable
 from .ports import Ports
+from .step_errors import TransientUserDayError, UserDayError, UserNotImportable
 
 KIND = "fit_datasets"
 OBJECT = "datasets.json"

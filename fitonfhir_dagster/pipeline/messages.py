@@ -9,11 +9,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..medtech.device_messages import build_device_messages, point_identity
+from ..fitmapping.device_messages import build_device_messages, point_identity
 from ..stores.archive import object_name
 from .datasets import load_datasets
-from .errors import UpstreamMissing
 from .ports import Ports
+from .step_errors import UpstreamMissing
 
 KIND = "device_messages"
 OBJECT = "messages.ndjson"

@@ -13,14 +13,14 @@ from typing import Any
 import orjson
 
 from ..fhir.bundles import chunks, identifier_query, put_entry
-from ..fhir.client import WRITE_MODE_CONDITIONAL_CREATE, WRITE_MODE_PUT, FhirClient
-from ..fhir.errors import FhirError, PreconditionFailed
+from ..fhir.fhir_client import WRITE_MODE_CONDITIONAL_CREATE, WRITE_MODE_PUT, FhirClient
+from ..fhir.fhir_errors import FhirError, PreconditionFailed
 from ..medtech.converter import Converter
 from ..medtech.identity import CreateIdentity, IdentityResolver, PatientReferenceIdentity
 from ..stores.archive import object_name
-from .errors import TransientUserDayError, UpstreamMissing, UserDayError
 from .messages import load_messages
 from .ports import Ports
+from .step_errors import TransientUserDayError, UpstreamMissing, UserDayError
 
 DEAD_LETTERS = "dead_letters"
 MAX_MERGE_ATTEMPTS = 3

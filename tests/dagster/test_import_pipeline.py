@@ -6,7 +6,7 @@ import pytest
 
 from fitonfhir_dagster.definitions import defs
 from fitonfhir_dagster.defs.run_requests import range_run_request
-from fitonfhir_dagster.fhir.client import FhirClient
+from fitonfhir_dagster.fhir.fhir_client import FhirClient
 from fitonfhir_dagster.stores.factory import open_archive, open_users_table
 from fitonfhir_dagster.stores.users import UserState
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fitonfhir_dagster.fhir import FhirClient, InvalidResource
-from fitonfhir_dagster.fhir.client import WRITE_MODE_CONDITIONAL_CREATE, WRITE_MODE_PUT
+from fitonfhir_dagster.fhir.fhir_client import WRITE_MODE_CONDITIONAL_CREATE, WRITE_MODE_PUT
 from fitonfhir_sandbox.fhir_server import create_fhir_app
 
 SYSTEM = "https://azure.microsoft.com/en-us/services/iomt-fhir-connector/"

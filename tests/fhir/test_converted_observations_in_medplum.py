@@ -7,9 +7,9 @@ Observations of all ten data types in both template styles, not just our own R4B
 import pytest
 
 from fitonfhir_dagster.fhir import FhirClient
+from fitonfhir_dagster.fitmapping.template_generation import generate_templates
 from fitonfhir_dagster.medtech.converter import Converter
 from fitonfhir_dagster.medtech.identity import PatientReferenceIdentity
-from fitonfhir_dagster.medtech.templates import generate_templates
 from tests.medtech.medtech_fitdata import (
     SUB,
     T0_NS,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fitonfhir_dagster.googlefit.client import GoogleFitClient
+from fitonfhir_dagster.googlefit.fit_client import GoogleFitClient
 from fitonfhir_dagster.googlefit.retry import RetryPolicy
 from fitonfhir_dagster.settings import Settings
 from fitonfhir_sandbox.handle import SandboxHandle

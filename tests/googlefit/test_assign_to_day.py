@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from fitonfhir_dagster.googlefit.client import DatasetPage, FetchStats, assign_to_day, day_window_ns
+from fitonfhir_dagster.googlefit.fit_client import DatasetPage, FetchStats, assign_to_day, day_window_ns
 
 STREAM = "derived:com.google.step_count.delta:com.google.android.gms:merge_step_deltas"
 DAY = date(2025, 3, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from fitonfhir_dagster.googlefit import catalog
-from fitonfhir_dagster.googlefit.client import day_window_ns
+from fitonfhir_dagster.googlefit.fit_client import day_window_ns
 from fitonfhir_dagster.googlefit.wire import point_identity
 
 DAY = date(2025, 3, 1)

@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from fitonfhir_dagster.googlefit.client import day_window_ns
-from fitonfhir_dagster.googlefit.errors import TransientFitError
+from fitonfhir_dagster.googlefit.fit_client import day_window_ns
+from fitonfhir_dagster.googlefit.fit_errors import TransientFitError
 
 DAY = date(2025, 3, 4)
 START, END = day_window_ns(DAY)

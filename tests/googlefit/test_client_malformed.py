@@ -7,8 +7,8 @@ from datetime import date
 
 import pytest
 
-from fitonfhir_dagster.googlefit.client import day_window_ns
-from fitonfhir_dagster.googlefit.errors import MalformedDataset
+from fitonfhir_dagster.googlefit.fit_client import day_window_ns
+from fitonfhir_dagster.googlefit.fit_errors import MalformedDataset
 
 DAY = date(2025, 3, 4)
 START, END = day_window_ns(DAY)

@@ -6,11 +6,10 @@ from datetime import date
 
 import pytest
 
-from fitonfhir_dagster.googlefit.client import day_window_ns
-from fitonfhir_dagster.googlefit.errors import (
+from fitonfhir_dagster.googlefit.fit_client import day_window_ns
+from fitonfhir_dagster.googlefit.fit_errors import (
     ConsentRevoked,
     FitUnauthorized,
-    InvalidGrant,
     RefreshTokenStoreFailed,
     TokenRefreshFailed,
     TransientFitError,
@@ -57,7 +56,7 @@ def test_invalid_grant_raises_consent_revoked_without_retrying(sandbox, make_cli
     client = make_client(refresh_token)
     with pytest.raises(ConsentRevoked) as err:
         client.list_data_sources()
-    assert isinstance(err.value, InvalidGrant) and not err.value.retryable
+    assert not err.value.retryable
     assert "invalid_grant" in str(err.value) and "consent again" in str(err.value)
     assert refresh_token not in str(err.value)
     assert client.tokens.token_requests == 1 and sleep.calls == []

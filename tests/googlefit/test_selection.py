@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime
 import pytest
 
 from fitonfhir_dagster.googlefit import catalog
-from fitonfhir_dagster.googlefit.client import day_window_ns, select_streams
-from fitonfhir_dagster.googlefit.errors import MalformedResponse
+from fitonfhir_dagster.googlefit.fit_client import day_window_ns, select_streams
+from fitonfhir_dagster.googlefit.fit_errors import MalformedResponse
 
 
 def ids(sources):

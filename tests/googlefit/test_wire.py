@@ -8,8 +8,8 @@ import time
 import orjson
 import pytest
 
-from fitonfhir_dagster.googlefit.client import DatasetPage, assign_to_day
-from fitonfhir_dagster.googlefit.errors import MalformedDataset
+from fitonfhir_dagster.googlefit.fit_client import DatasetPage, assign_to_day
+from fitonfhir_dagster.googlefit.fit_errors import MalformedDataset
 from fitonfhir_dagster.googlefit.wire import BadPoint, convert_dataset, parse_dataset, point_identity
 
 STREAM = "derived:com.google.blood_pressure:com.google.android.gms:merged"

@@ -3,8 +3,8 @@
 import orjson
 import pytest
 
+from fitonfhir_dagster.fitmapping.device_messages import build_device_messages, device_identifier
 from fitonfhir_dagster.googlefit.catalog import sample_data_sources
-from fitonfhir_dagster.medtech.device_messages import build_device_messages, device_identifier
 
 SUB = "110248495921238986420"
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from fitonfhir_dagster.fitmapping.template_generation import generate_templates
 from fitonfhir_dagster.medtech.converter import Converter, DeviceEvent
 from fitonfhir_dagster.medtech.device_templates import Expression, load_device_mapping
 from fitonfhir_dagster.medtech.fhir_templates import load_fhir_mapping
@@ -27,7 +28,6 @@ from fitonfhir_dagster.medtech.observations import (
     build_observation,
     build_observation_groups,
 )
-from fitonfhir_dagster.medtech.templates import generate_templates
 from fitonfhir_dagster.medtech.timestamps import (
     MAX_TICKS,
     MIN_TICKS,

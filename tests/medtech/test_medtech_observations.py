@@ -7,9 +7,9 @@ import hashlib
 import pytest
 
 from fitonfhir_dagster.medtech.converter import Converter, merge_observation
-from fitonfhir_dagster.medtech.errors import NotSupportedException
 from fitonfhir_dagster.medtech.identity import CreateIdentity
 from fitonfhir_dagster.medtech.measurements import dotnet_double_text
+from fitonfhir_dagster.medtech.medtech_errors import NotSupportedException
 from fitonfhir_dagster.medtech.observations import parse_decimal
 from tests.medtech.medtech_fitdata import IOMT, fixture_text, heart_rate_message
 

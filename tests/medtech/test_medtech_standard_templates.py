@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from fitonfhir_dagster.fitmapping.template_generation import generate_templates
 from fitonfhir_dagster.medtech.converter import Converter
 from fitonfhir_dagster.medtech.identity import PatientReferenceIdentity
-from fitonfhir_dagster.medtech.templates import generate_templates
 from tests.medtech.medtech_fitdata import (
     SUB,
     T0_NS,

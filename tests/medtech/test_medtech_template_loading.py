@@ -7,8 +7,8 @@ import json
 import pytest
 
 from fitonfhir_dagster.medtech.device_templates import CALCULATED, IOT, load_device_mapping
-from fitonfhir_dagster.medtech.errors import InvalidTemplateException
 from fitonfhir_dagster.medtech.fhir_templates import HOURLY, load_fhir_mapping
+from fitonfhir_dagster.medtech.medtech_errors import InvalidTemplateException
 from tests.medtech.medtech_fitdata import fixture_text
 
 GOOD = {

@@ -25,7 +25,7 @@ from fitonfhir_dagster.stores.users import SqliteUsersTable
 from fitonfhir_dagster.stores.vault import LocalTokenVault
 from fitonfhir_sandbox.handle import SandboxHandle
 from onboarding_app.app import create_app
-from onboarding_app.server import bind_socket, serve_in_background, socket_url
+from onboarding_app.serving import bind_socket, serve_in_background, socket_url
 
 TEST_STATE_SECRET = "test-state-secret-0123456789abcdef"
 
@@ -169,7 +169,7 @@ def module_start_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppSt
 
 def start_with_sandbox(starter: AppStarter, sandbox: SandboxHandle, **env: str) -> RunningApp:
     """An onboarding app wired to the sandbox: Google endpoints, id_token issuer and FHIR server."""
-    from fitonfhir_dagster.fhir.client import FhirClient
+    from fitonfhir_dagster.fhir.fhir_client import FhirClient
 
     return starter(
         fhir=FhirClient(sandbox.fhir_url, max_attempts=1), FITONFHIR_SANDBOX_URL=sandbox.url, **env

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from onboarding_app.state import StateStore
+from onboarding_app.oauth_state import StateStore
 
 APPROVED = "https://app.example.org/fit/done"
 AUTHORIZE = "/api/googlefit/authorize"

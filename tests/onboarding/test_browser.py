@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from fitonfhir_dagster.fhir.client import FhirClient
+from fitonfhir_dagster.fhir.fhir_client import FhirClient
 from fitonfhir_dagster.stores.users import UserState
 
 from .conftest import start_with_sandbox

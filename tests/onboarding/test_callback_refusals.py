@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from onboarding_app.state import PendingAuthorization, StateStore
+from onboarding_app.oauth_state import PendingAuthorization, StateStore
 
 APPROVED = "https://app.example.org/fit/done?tenant=7"
 CALLBACK = "/api/googlefit/callback"

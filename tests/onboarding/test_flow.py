@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 import httpx
 import pytest
 
-from fitonfhir_dagster.fhir.client import FhirClient
+from fitonfhir_dagster.fhir.fhir_client import FhirClient
 from fitonfhir_dagster.stores.users import UserState
 from fitonfhir_sandbox.faults import FaultRule
 

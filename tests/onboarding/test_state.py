@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from onboarding_app.state import PendingAuthorization, StateError, StateStore, load_state_secret
+from onboarding_app.oauth_state import PendingAuthorization, StateError, StateStore, load_state_secret
 
 PENDING = PendingAuthorization(
     external_system="urn:example:patients",

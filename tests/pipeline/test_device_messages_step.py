@@ -4,9 +4,9 @@ import orjson
 import pytest
 
 from fitonfhir_dagster.pipeline.datasets import datasets_object
-from fitonfhir_dagster.pipeline.errors import UpstreamMissing
 from fitonfhir_dagster.pipeline.messages import build_user_day_messages, load_messages
 from fitonfhir_dagster.pipeline.ports import Ports
+from fitonfhir_dagster.pipeline.step_errors import UpstreamMissing
 from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.archive import LocalArchive
 from fitonfhir_dagster.stores.eventhub import EventHubPublisher

@@ -4,12 +4,12 @@ import orjson
 import pytest
 
 from fitonfhir_dagster.defs.checks import NO_DEAD_LETTERS, POINTS_ACCOUNTED, observations_checks
-from fitonfhir_dagster.fhir.client import FhirClient
+from fitonfhir_dagster.fhir.fhir_client import FhirClient
+from fitonfhir_dagster.pipeline.conversion_templates import build_templates
 from fitonfhir_dagster.pipeline.datasets import datasets_object, fetch_user_day
 from fitonfhir_dagster.pipeline.messages import build_user_day_messages, load_messages
 from fitonfhir_dagster.pipeline.observations import DEAD_LETTERS, ObservationsSummary, convert_user_day
 from fitonfhir_dagster.pipeline.ports import Ports
-from fitonfhir_dagster.pipeline.templates import build_templates
 from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.archive import LocalArchive, object_name
 from fitonfhir_dagster.stores.users import SqliteUsersTable

@@ -2,21 +2,21 @@
 
 import pytest
 
-from fitonfhir_dagster.fhir.client import WRITE_MODE_CONDITIONAL_CREATE, FhirClient
+from fitonfhir_dagster.fhir.fhir_client import WRITE_MODE_CONDITIONAL_CREATE, FhirClient
+from fitonfhir_dagster.fitmapping.template_generation import generate_templates
 from fitonfhir_dagster.googlefit.catalog import sample_data_sources
-from fitonfhir_dagster.medtech.templates import generate_templates
 from fitonfhir_dagster.pipeline.datasets import fetch_user_day
-from fitonfhir_dagster.pipeline.errors import UserNotImportable
 from fitonfhir_dagster.pipeline.messages import build_user_day_messages
 from fitonfhir_dagster.pipeline.observations import convert_user_day
 from fitonfhir_dagster.pipeline.ports import Ports
+from fitonfhir_dagster.pipeline.step_errors import UserNotImportable
 from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.archive import LocalArchive
 from fitonfhir_dagster.stores.users import SqliteUsersTable, UserState
 from fitonfhir_dagster.stores.vault import LocalTokenVault
 from fitonfhir_sandbox.fhir_server import create_fhir_app
 from fitonfhir_sandbox.handle import running_sandbox
-from onboarding_app.server import serve_in_background
+from onboarding_app.serving import serve_in_background
 
 DAY = "2026-11-20"
 EMAIL = "rotation@example.com"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 
+from fitonfhir_dagster.fitmapping.template_generation import generate_templates, render_json
 from fitonfhir_dagster.medtech.converter import Converter
 from fitonfhir_dagster.medtech.identity import CreateIdentity
-from fitonfhir_dagster.medtech.templates import generate_templates, render_json
 from tests.medtech.medtech_fitdata import data_sources, message, point, sample_values
 
 HR = "com.google.heart_rate.bpm"

@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from fitonfhir_dagster.cli import main
-from fitonfhir_dagster.medtech.templates import generate_templates
+from fitonfhir_dagster.fitmapping.template_generation import generate_templates
 
 FITONFHIR = Path(sys.executable).with_name("fitonfhir")
 

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from fitonfhir_dagster.cli import main
-from fitonfhir_dagster.medtech.templates import TemplateGenerationError, generate_templates
+from fitonfhir_dagster.fitmapping.template_generation import TemplateGenerationError, generate_templates
 
 WEIGHT = {
     "dataStreamId": "raw:com.google.weight:com.google.android.apps.fitness:user_input",

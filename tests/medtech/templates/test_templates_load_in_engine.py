@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from fitonfhir_dagster.medtech.device_messages import build_device_messages
+from fitonfhir_dagster.fitmapping.device_messages import build_device_messages
+from fitonfhir_dagster.fitmapping.template_generation import STYLES, generate_templates, render_json
 from fitonfhir_dagster.medtech.device_templates import load_device_mapping
 from fitonfhir_dagster.medtech.fhir_templates import load_fhir_mapping
 from fitonfhir_dagster.medtech.measurements import MeasurementExtractor, wrap_message
-from fitonfhir_dagster.medtech.templates import STYLES, generate_templates, render_json
 
 
 @pytest.mark.parametrize("style", STYLES)

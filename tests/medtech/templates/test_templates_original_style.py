@@ -7,7 +7,11 @@ import json
 import jmespath
 import pytest
 
-from fitonfhir_dagster.medtech.templates import TemplateGenerationError, generate_templates, render_json
+from fitonfhir_dagster.fitmapping.template_generation import (
+    TemplateGenerationError,
+    generate_templates,
+    render_json,
+)
 
 TIMESTAMP = {
     "value": "fromUnixTimestampMs(ceil(multiply(matchedToken.endTimeNanos, `0.000001`)))",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from fitonfhir_dagster.fitmapping.template_generation import generate_templates
+from fitonfhir_dagster.fitmapping.template_generation.coding import coding_table
 from fitonfhir_dagster.medtech.jsonpath import compile_jsonpath
-from fitonfhir_dagster.medtech.templates import generate_templates
-from fitonfhir_dagster.medtech.templates.coding import coding_table
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from fitonfhir_dagster.medtech.templates import original, standard
-from fitonfhir_dagster.medtech.templates.collection import (
+from fitonfhir_dagster.fitmapping.template_generation import original, standard
+from fitonfhir_dagster.fitmapping.template_generation.collection import (
     DEVICE_COLLECTION,
     FHIR_COLLECTION,
     collection,
     unique_templates,
 )
-from fitonfhir_dagster.medtech.templates.sources import (
+from fitonfhir_dagster.fitmapping.template_generation.sources import (
     DataSource,
     TemplateGenerationError,
     parse_data_sources,

@@ -11,9 +11,9 @@ import orjson
 
 from fitonfhir_dagster.medtech.converter import Converter
 from fitonfhir_dagster.medtech.device_templates import load_device_mapping
-from fitonfhir_dagster.medtech.errors import InvalidTemplateException
 from fitonfhir_dagster.medtech.fhir_templates import load_fhir_mapping
 from fitonfhir_dagster.medtech.identity import CreateIdentity
+from fitonfhir_dagster.medtech.medtech_errors import InvalidTemplateException
 
 
 @click.group()

@@ -20,9 +20,6 @@ class ConsentRevoked(GoogleFitError):
     """
 
 
-InvalidGrant = ConsentRevoked
-
-
 class TokenRefreshFailed(GoogleFitError):
     """The token endpoint rejected the refresh for a reason other than ``invalid_grant``
     (e.g. ``invalid_client``): a configuration problem, not retried."""

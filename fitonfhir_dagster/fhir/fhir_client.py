@@ -22,7 +22,7 @@ import requests
 from fitonfhir_dagster.fhir import bundles
 from fitonfhir_dagster.fhir.auth import FhirAuth, auth_from_settings
 from fitonfhir_dagster.fhir.bundles import EntryResult
-from fitonfhir_dagster.fhir.errors import RETRYABLE_STATUSES, FhirError, error_for
+from fitonfhir_dagster.fhir.fhir_errors import RETRYABLE_STATUSES, FhirError, error_for
 from fitonfhir_dagster.fhir.retry import Backoff
 from fitonfhir_dagster.retry_after import parse_retry_after
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fitonfhir_dagster.medtech.templates import (
+from fitonfhir_dagster.fitmapping.template_generation import (
     STYLES,
     TemplateGenerationError,
     generate_templates,

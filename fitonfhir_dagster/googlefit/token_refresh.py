@@ -22,7 +22,7 @@ from google.auth.transport.requests import Request as GoogleAuthRequest
 from google.oauth2.credentials import Credentials
 
 from ..retry_after import parse_retry_after
-from .errors import ConsentRevoked, RefreshTokenStoreFailed, TokenRefreshFailed, TransientFitError
+from .fit_errors import ConsentRevoked, RefreshTokenStoreFailed, TokenRefreshFailed, TransientFitError
 from .retry import RetryPolicy, Sleep, is_retryable_status
 
 OnRefreshToken = Callable[[str], None]

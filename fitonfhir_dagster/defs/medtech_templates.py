@@ -5,7 +5,7 @@ No `from __future__ import annotations` here: Dagster inspects the context annot
 
 import dagster as dg
 
-from ..pipeline.templates import build_templates, store_templates
+from ..pipeline.conversion_templates import build_templates, store_templates
 from .resources import (
     ArchiveResource,
     GoogleFitResource,

@@ -21,7 +21,7 @@ import requests
 from ..retry_after import parse_retry_after
 from ..settings import Settings
 from . import catalog
-from .errors import (
+from .fit_errors import (
     FitNotFound,
     FitPermissionDenied,
     FitRequestError,
@@ -30,9 +30,9 @@ from .errors import (
     ResponseNotJson,
     TransientFitError,
 )
-from .oauth import OnRefreshToken, UserTokens
 from .ratelimit import RequestLimiter
 from .retry import RetryPolicy, Sleep, is_retryable_status
+from .token_refresh import OnRefreshToken, UserTokens
 from .wire import BadPoint, BadPointMode, parse_dataset, paused_gc, supply_missing_fields
 
 NS_PER_SECOND = 1_000_000_000

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fitonfhir_dagster.medtech.templates.sources import DataSource, TemplateGenerationError
+from fitonfhir_dagster.fitmapping.template_generation.sources import DataSource, TemplateGenerationError
 
 DEVICE_COLLECTION = "CollectionContent"
 FHIR_COLLECTION = "CollectionFhir"

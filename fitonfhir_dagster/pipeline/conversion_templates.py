@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 
+from ..fitmapping.template_generation import generate_templates
 from ..googlefit.catalog import sample_data_sources
 from ..medtech.device_templates import DeviceMapping, load_device_mapping
 from ..medtech.fhir_templates import FhirMapping, load_fhir_mapping
-from ..medtech.templates import generate_templates
 from .ports import Ports
 
 DEVICE_OBJECT = "medtech_templates/devicecontent.json"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fitonfhir_dagster.fitmapping.template_generation.sources import DataSource
 from fitonfhir_dagster.googlefit.catalog import ENUMS, Field
-from fitonfhir_dagster.medtech.templates.sources import DataSource
 
 DEVICE_ID_EXPRESSION = "$.Body.deviceIdentifier"
 PATIENT_ID_EXPRESSION = "$.Body.patientIdentifier"

@@ -13,16 +13,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from fitonfhir_dagster.googlefit.catalog import ENUMS, Field
-from fitonfhir_dagster.medtech.templates import original
-from fitonfhir_dagster.medtech.templates.coding import (
+from fitonfhir_dagster.fitmapping.template_generation import original
+from fitonfhir_dagster.fitmapping.template_generation.coding import (
     FieldCoding,
     TypeCoding,
     google_field_coding,
     google_type_coding,
     type_coding_for,
 )
-from fitonfhir_dagster.medtech.templates.sources import DataSource
+from fitonfhir_dagster.fitmapping.template_generation.sources import DataSource
+from fitonfhir_dagster.googlefit.catalog import ENUMS, Field
 
 _REGEX_SPECIAL = frozenset("\\.^$|?*+()[]{}/")
 UID_WILDCARD = "[^:]*"
