@@ -18,7 +18,7 @@ from fitonfhir_dagster.defs.run_requests import range_run_request
 from fitonfhir_dagster.settings import Settings
 
 from .accounts import sub_for_email
-from .local_services import local_services, prepare_dagster_home
+from .local_services import demo_start_date, local_services, prepare_dagster_home
 from .onboarding_driver import onboard_sandbox_user, sandbox_email
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -75,6 +75,7 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
     from fitonfhir_dagster.pipeline.ports import Ports
     from fitonfhir_dagster.stores.factory import open_users_table
 
+    demo_start_date(n_days)
     settings = Settings.from_env()
     prepare_dagster_home(settings)
     today = datetime.now(UTC).date()

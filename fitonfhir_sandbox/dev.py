@@ -14,13 +14,14 @@ from urllib.parse import urlsplit
 
 from fitonfhir_dagster.settings import Settings
 
-from .local_services import local_services, prepare_dagster_home
+from .local_services import demo_start_date, local_services, prepare_dagster_home
 from .onboarding_driver import onboard_sandbox_user
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_dev(n_users: int) -> None:
+    demo_start_date(int(os.environ.get("FITONFHIR_INITIAL_DAYS", "30")))
     settings = Settings.from_env()
     dagster_home = prepare_dagster_home(settings)
     port = urlsplit(settings.onboarding_url).port or 8000

@@ -1,4 +1,9 @@
-"""Asset check results computed from the step summaries of one run."""
+"""Asset check results computed from the step summaries of one run.
+
+One result per check and run (Dagster 1.13 records per-partition results only for single-key runs): its
+metadata counts the user-days checked and failing, names the failing ones and sums what went wrong, so
+the Plots tab has numbers. Results are recorded for the keys that succeeded even when others failed.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +26,52 @@ SAMPLE_VALIDATES = "written_sample_validates_r4b"
 SAMPLE_SIZE = 20
 
 CHECK_SPECS = [
-    dg.AssetCheckSpec(POINTS_IN_DAY, asset="fit_datasets"),
-    dg.AssetCheckSpec(NO_BAD_POINTS, asset="fit_datasets"),
-    dg.AssetCheckSpec(EXACTLY_ONCE, asset="device_messages"),
-    dg.AssetCheckSpec(NO_DEAD_LETTERS, asset="fhir_observations"),
-    dg.AssetCheckSpec(POINTS_ACCOUNTED, asset="fhir_observations"),
-    dg.AssetCheckSpec(SAMPLE_VALIDATES, asset="fhir_observations"),
+    dg.AssetCheckSpec(
+        POINTS_IN_DAY,
+        asset="fit_datasets",
+        description="Every archived point starts inside its partition's UTC day (the day rule: a point"
+        " belongs to the day it starts in).",
+    ),
+    dg.AssetCheckSpec(
+        NO_BAD_POINTS,
+        asset="fit_datasets",
+        description="WARN when Google returned malformed points; they are kept in the archive under"
+        " badPoints with the stream, page, point and reason.",
+    ),
+    dg.AssetCheckSpec(
+        EXACTLY_ONCE,
+        asset="device_messages",
+        description="Every archived point is in exactly one device message: none lost, none duplicated.",
+    ),
+    dg.AssetCheckSpec(
+        NO_DEAD_LETTERS,
+        asset="fhir_observations",
+        description="WARN when MedTech rules dead-lettered a message or no template matched a point; the"
+        " records are archived per user-day with MedTech's error names.",
+    ),
+    dg.AssetCheckSpec(
+        POINTS_ACCOUNTED,
+        asset="fhir_observations",
+        description="Reconciliation across the three steps: points in == points in Observations +"
+        " dead-lettered + no template matched, for every user-day.",
+    ),
+    dg.AssetCheckSpec(
+        SAMPLE_VALIDATES,
+        asset="fhir_observations",
+        description=f"Up to {SAMPLE_SIZE} Observations written in the run are read back from the FHIR"
+        " server and validated against the FHIR R4B models.",
+    ),
 ]
+
+
+def counts(done: Mapping[str, Any], failing: Mapping[str, Any], **totals: int) -> dict[str, Any]:
+    """The numbers every check result carries: user-days checked and failing, plus the check's own sums."""
+    return {
+        "user_days_checked": dg.MetadataValue.int(len(done)),
+        "user_days_failing": dg.MetadataValue.int(len(failing)),
+        "failing_partitions": dg.MetadataValue.json(sorted(failing)),
+        **{name: dg.MetadataValue.int(value) for name, value in totals.items()},
+    }
 
 
 def datasets_checks(done: Mapping[str, DatasetsSummary]) -> list[dg.AssetCheckResult]:
@@ -38,7 +82,8 @@ def datasets_checks(done: Mapping[str, DatasetsSummary]) -> list[dg.AssetCheckRe
             asset_key="fit_datasets",
             check_name=POINTS_IN_DAY,
             passed=not outside,
-            metadata={"points_outside_day": dg.MetadataValue.json(outside)},
+            metadata=counts(done, outside, points_outside_day=sum(outside.values()))
+            | {"points_outside_day_by_partition": dg.MetadataValue.json(outside)},
         ),
         dg.AssetCheckResult(
             asset_key="fit_datasets",
@@ -46,7 +91,8 @@ def datasets_checks(done: Mapping[str, DatasetsSummary]) -> list[dg.AssetCheckRe
             passed=not bad,
             severity=dg.AssetCheckSeverity.WARN,
             description="Malformed points are dead-lettered in the archive (badPoints) with their reason.",
-            metadata={"bad_points_by_partition": dg.MetadataValue.json(bad)},
+            metadata=counts(done, bad, bad_points=sum(bad.values()))
+            | {"bad_points_by_partition": dg.MetadataValue.json(bad)},
         ),
     ]
 
@@ -62,7 +108,13 @@ def messages_checks(done: Mapping[str, MessagesSummary]) -> list[dg.AssetCheckRe
             asset_key="device_messages",
             check_name=EXACTLY_ONCE,
             passed=not wrong,
-            metadata={"mismatches": dg.MetadataValue.json(wrong)},
+            metadata=counts(
+                done,
+                wrong,
+                points_missing=sum(w["missing"] for w in wrong.values()),
+                points_duplicated=sum(w["extra"] for w in wrong.values()),
+            )
+            | {"mismatches": dg.MetadataValue.json(wrong)},
         )
     ]
 
@@ -88,20 +140,36 @@ def observations_checks(done: Mapping[str, ObservationsSummary], fhir: Any) -> l
             check_name=NO_DEAD_LETTERS,
             passed=not dead,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"dead_letters_by_partition": dg.MetadataValue.json(dead)},
+            metadata=counts(
+                done,
+                dead,
+                dead_letters=sum(s.dead_letters for s in done.values()),
+                points_unmatched=sum(s.points_unmatched for s in done.values()),
+            )
+            | {"dead_letters_by_partition": dg.MetadataValue.json(dead)},
         ),
         dg.AssetCheckResult(
             asset_key="fhir_observations",
             check_name=POINTS_ACCOUNTED,
             passed=not lost,
             description="points in == points in Observations + dead-lettered + no template matched",
-            metadata={"unaccounted_by_partition": dg.MetadataValue.json(lost)},
+            metadata=counts(
+                done,
+                lost,
+                points_in=sum(s.points_in for s in done.values()),
+                points_unaccounted=sum(s.points_unaccounted for s in done.values()),
+            )
+            | {"unaccounted_by_partition": dg.MetadataValue.json(lost)},
         ),
         dg.AssetCheckResult(
             asset_key="fhir_observations",
             check_name=SAMPLE_VALIDATES,
             passed=not problems,
-            metadata={"sampled": len(sample), "problems": dg.MetadataValue.json(problems)},
+            metadata={
+                "sampled": dg.MetadataValue.int(len(sample)),
+                "invalid": dg.MetadataValue.int(len(problems)),
+                "problems": dg.MetadataValue.json(problems),
+            },
         ),
     ]
 

@@ -47,7 +47,7 @@ def datasets_metadata(s: DatasetsSummary) -> dict[str, dg.MetadataValue]:
         "api_calls": dg.MetadataValue.int(s.api_calls),
         "bytes": dg.MetadataValue.int(s.bytes),
         "bad_points": dg.MetadataValue.int(s.bad_points),
-        "overlapping_points_left_to_their_start_day": dg.MetadataValue.int(s.dropped_outside_day),
+        "points_left_to_start_day": dg.MetadataValue.int(s.dropped_outside_day),
         "duplicate_points_dropped": dg.MetadataValue.int(s.duplicates),
         "fields_supplied_from_request": dg.MetadataValue.int(s.supplied_fields),
         "points_by_type": points_table(s.values_by_type),

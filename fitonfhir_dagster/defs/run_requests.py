@@ -9,19 +9,22 @@ from ..stores.users import User
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
+USER_TAG = "fitonfhir/user"  # single-user runs: filter runs by user; the per-user run limit keys on it
+DAYS_TAG = "fitonfhir/days"  # "first..last" UTC days of the run
 
 
 def range_run_request(
     first_day: date, last_day: date, first_user: str, last_user: str, run_key: str
 ) -> dg.RunRequest:
     """One run covering a rectangle of ``date x user`` keys (a contiguous user range in partition order)."""
-    return dg.RunRequest(
-        run_key=run_key,
-        tags={
-            RANGE_START: f"{first_day.isoformat()}|{first_user}",
-            RANGE_END: f"{last_day.isoformat()}|{last_user}",
-        },
-    )
+    tags = {
+        RANGE_START: f"{first_day.isoformat()}|{first_user}",
+        RANGE_END: f"{last_day.isoformat()}|{last_user}",
+        DAYS_TAG: f"{first_day.isoformat()}..{last_day.isoformat()}",
+    }
+    if first_user == last_user:
+        tags[USER_TAG] = first_user
+    return dg.RunRequest(run_key=run_key, tags=tags)
 
 
 def initial_history(today: date, initial_days: int, start: date) -> tuple[date, date] | None:

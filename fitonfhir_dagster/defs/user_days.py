@@ -10,7 +10,7 @@ No `from __future__ import annotations` here: Dagster inspects the context annot
 """
 
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -21,7 +21,9 @@ from ..pipeline.messages import build_user_day_messages
 from ..pipeline.observations import convert_user_day
 from ..pipeline.step_errors import TransientUserDayError, UserDayError
 from ..settings import Settings
+from .catalog import OWNERS, TAGS, code_reference, definition_metadata
 from .checks import CHECK_SPECS, datasets_checks, messages_checks, observations_checks
+from .freshness import FRESHNESS_CHECK
 from .metadata import datasets_metadata, messages_metadata, observations_metadata
 from .partitions import split_user_day, user_day_partitions
 from .resources import (
@@ -41,6 +43,9 @@ GROUP = "fit_on_fhir"
 
 # Backfills from the UI: at most a month of keys per run, so one run stays a few minutes.
 BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=31)
+# The daily import starts 01:30 UTC; by 06:00 some user-day must have been written in the last day.
+# Per-user freshness: the yesterday_imported_for_every_active_user check (freshness.py).
+FRESHNESS_POLICY = dg.FreshnessPolicy.cron(deadline_cron="0 6 * * *", lower_bound_delta=timedelta(hours=24))
 
 
 def import_retry_policy(first_delay_seconds: int) -> dg.RetryPolicy:
@@ -50,8 +55,13 @@ def import_retry_policy(first_delay_seconds: int) -> dg.RetryPolicy:
     )
 
 
-def build_user_day_steps(start_date: date, retry_delay_seconds: int) -> dg.AssetsDefinition:
-    """The multi-asset over ``user_day_partitions(start_date)``; both values are deployment settings."""
+def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
+    """The multi-asset over ``user_day_partitions(FITONFHIR_START_DATE)``; partitions, retries, kinds and
+    definition metadata are the deployment's, fixed when the code location loads."""
+    metadata = {**definition_metadata(settings), **code_reference(build_user_day_steps)}
+    archive_kind = (
+        {"azureblob"} if settings.azure_blob_endpoint or settings.azure_storage_connection_string else set()
+    )
 
     @dg.multi_asset(
         name="user_day_steps",
@@ -59,31 +69,43 @@ def build_user_day_steps(start_date: date, retry_delay_seconds: int) -> dg.Asset
             dg.AssetSpec(
                 FIT_DATASETS,
                 description="Every selected Google Fit stream of the user for the UTC day, archived as fetched.",
+                kinds={"googlefit", "json"} | archive_kind,
+                metadata=metadata,
+                owners=OWNERS,
+                tags=TAGS,
                 group_name=GROUP,
-                kinds={"googlefit", "json"},
             ),
             dg.AssetSpec(
                 DEVICE_MESSAGES,
                 deps=[FIT_DATASETS],
                 description="MedTech device messages (one per dataset page), archived as NDJSON; sent to Event"
                 " Hub when configured.",
+                kinds={"json"}
+                | ({"azure", "eventhubs"} if settings.eventhub_enabled else set())
+                | archive_kind,
+                metadata=metadata,
+                owners=OWNERS,
+                tags=TAGS,
                 group_name=GROUP,
-                kinds={"azure", "json"},
             ),
             dg.AssetSpec(
                 FHIR_OBSERVATIONS,
                 deps=[DEVICE_MESSAGES, "medtech_templates"],
                 description="Observations built with MedTech's rules, written to the FHIR server (no-op if"
                 " unchanged).",
-                group_name=GROUP,
                 kinds={"fhir"},
+                metadata=metadata,
+                freshness_policy=FRESHNESS_POLICY,
+                owners=OWNERS,
+                tags=TAGS,
+                group_name=GROUP,
             ),
         ],
         check_specs=CHECK_SPECS,
         can_subset=True,
-        partitions_def=user_day_partitions(start_date),
+        partitions_def=user_day_partitions(settings.start_date),
         pool="google_fit_api",
-        retry_policy=import_retry_policy(retry_delay_seconds),
+        retry_policy=import_retry_policy(settings.retry_delay_seconds),
         backfill_policy=BACKFILL_POLICY,
     )
     def user_day_steps(
@@ -192,11 +214,12 @@ def _materialize_then_fail(
 @dg.definitions
 def user_day_defs() -> dg.Definitions:
     """Partitions and retries are fixed when the code location loads, from the deployment's settings."""
-    settings = Settings.from_env()
-    steps = build_user_day_steps(settings.start_date, settings.retry_delay_seconds)
+    steps = build_user_day_steps(Settings.from_env())
     job = dg.define_asset_job(
         IMPORT_JOB,
-        selection=dg.AssetSelection.assets(steps),
+        # The freshness check judges all users at a deadline; it has its own job and schedule.
+        selection=dg.AssetSelection.assets(steps)
+        - dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey(FHIR_OBSERVATIONS), FRESHNESS_CHECK)),
         executor_def=dg.in_process_executor,
         description="Fetch, archive and convert Google Fit data for a range of (day, user) keys.",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from ..fitmapping.template_generation import generate_templates
 from ..googlefit.catalog import sample_data_sources
 from ..medtech.device_templates import DeviceMapping, load_device_mapping
 from ..medtech.fhir_templates import FhirMapping, load_fhir_mapping
+from ..settings import Settings
+from ..stores.archive import Archive
 from .ports import Ports
 
 DEVICE_OBJECT = "medtech_templates/devicecontent.json"
@@ -26,9 +29,8 @@ def _read_json(path: str, variable: str) -> dict[str, Any]:
         raise ValueError(f"{variable}: {path} is not valid JSON: {exc}") from exc
 
 
-def build_templates(ports: Ports) -> tuple[dict[str, Any], dict[str, Any], str]:
+def build_templates(settings: Settings) -> tuple[dict[str, Any], dict[str, Any], str]:
     """(device mapping, FHIR mapping, where they came from); both are validated by loading them."""
-    settings = ports.settings
     if settings.device_mapping_file:
         device = _read_json(settings.device_mapping_file, "FITONFHIR_DEVICE_MAPPING")
         fhir = _read_json(settings.fhir_mapping_file, "FITONFHIR_FHIR_MAPPING")
@@ -45,9 +47,15 @@ def build_templates(ports: Ports) -> tuple[dict[str, Any], dict[str, Any], str]:
     return device, fhir, origin
 
 
-def store_templates(ports: Ports, device: dict[str, Any], fhir: dict[str, Any]) -> None:
-    ports.archive.put(DEVICE_OBJECT, orjson.dumps(device, option=orjson.OPT_INDENT_2))
-    ports.archive.put(FHIR_OBJECT, orjson.dumps(fhir, option=orjson.OPT_INDENT_2))
+def templates_digest(device: dict[str, Any], fhir: dict[str, Any]) -> str:
+    """A short, stable hash of a template pair: the version an import used, shown in the catalog."""
+    canonical = orjson.dumps([device, fhir], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def store_templates(archive: Archive, device: dict[str, Any], fhir: dict[str, Any]) -> None:
+    archive.put(DEVICE_OBJECT, orjson.dumps(device, option=orjson.OPT_INDENT_2))
+    archive.put(FHIR_OBJECT, orjson.dumps(fhir, option=orjson.OPT_INDENT_2))
 
 
 def load_templates(ports: Ports) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -62,7 +70,7 @@ def templates_for_conversion(ports: Ports) -> tuple[DeviceMapping, FhirMapping]:
     never materialized (e.g. runs launched by the users_sensor on a fresh instance)."""
     stored = load_templates(ports)
     if stored is None:
-        device, fhir, _ = build_templates(ports)
-        store_templates(ports, device, fhir)
+        device, fhir, _ = build_templates(ports.settings)
+        store_templates(ports.archive, device, fhir)
         stored = device, fhir
     return load_device_mapping(stored[0]), load_fhir_mapping(stored[1])

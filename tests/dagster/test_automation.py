@@ -7,7 +7,14 @@ import pytest
 
 from fitonfhir_dagster.definitions import defs
 from fitonfhir_dagster.defs.resources import resources_from_env
-from fitonfhir_dagster.defs.run_requests import RANGE_END, RANGE_START, batches_of_active, initial_history
+from fitonfhir_dagster.defs.run_requests import (
+    DAYS_TAG,
+    RANGE_END,
+    RANGE_START,
+    USER_TAG,
+    batches_of_active,
+    initial_history,
+)
 from fitonfhir_dagster.defs.schedules import daily_import_schedule, intraday_refresh_schedule
 from fitonfhir_dagster.defs.sensors import users_sensor
 from fitonfhir_dagster.stores.users import SqliteUsersTable, UserState
@@ -70,6 +77,8 @@ def test_users_sensor_adds_new_active_users_and_requests_their_first_days(tmp_pa
             start_day, start_user = request.tags[RANGE_START].split("|")
             end_day, end_user = request.tags[RANGE_END].split("|")
             assert start_user == end_user and start_user in keys[:2]
+            assert request.tags[USER_TAG] == start_user  # filterable by user; the per-user run limit applies
+            assert request.tags[DAYS_TAG] == f"{start_day}..{end_day}"
             assert date.fromisoformat(end_day).toordinal() == yesterday
             assert date.fromisoformat(end_day).toordinal() - date.fromisoformat(start_day).toordinal() == 29
 
@@ -113,6 +122,7 @@ def test_intraday_refresh_is_off_by_default_and_requests_today_with_an_hourly_ru
         [request] = intraday_refresh_schedule.evaluate_tick(context).run_requests
         assert request.tags[RANGE_START] == f"2026-11-29|{keys[0]}"
         assert request.tags[RANGE_END] == f"2026-11-29|{keys[1]}"
+        assert USER_TAG not in request.tags  # a batch of users: no single user to name
         assert request.run_key.startswith("intraday-2026-11-29T14")
 
 

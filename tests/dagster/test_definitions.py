@@ -28,6 +28,7 @@ def test_definitions_are_loadable_with_the_documented_assets_checks_and_automati
         "no_dead_letters",
         "written_sample_validates_r4b",
         "every_point_observed_or_dead_lettered",
+        "yesterday_imported_for_every_active_user",
     }
     assert defs().resolve_sensor_def("users_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     assert (

@@ -107,7 +107,7 @@ def test_points_of_a_stream_no_template_names_are_observed_or_counted_and_archiv
     document = orjson.loads(ports.archive.get(datasets_object(DAY, user.key)))
     orphan_points = sum(len(p["point"]) for p in document["pages"].get(ORPHAN_STREAM_ID, []))
     assert orphan_points > 0 and messages.points == fetched.points
-    device, fhir_mapping, _ = build_templates(ports)
+    device, fhir_mapping, _ = build_templates(ports.settings)
     fhir = FhirClient(sandbox.fhir_url)
 
     summary = convert_user_day(ports, fhir, (device, fhir_mapping), DAY, user.key)
