@@ -195,3 +195,21 @@ def test_stack_a_killed_run_worker_and_a_killed_daemon_lose_nothing_duplicate_no
         report = stack.report(keys)
         assert all(u.points > 0 for u in report.users)
         assert _observation_total(stack) == report.observations_total == sum(u.points for u in report.users)
+
+
+def test_two_daemons_dagster_only_logs_it_so_the_stack_refuses_a_second_one() -> None:
+    """Dagster 1.13 runs a second daemon on the same instance (it logs "Another SENSOR daemon is still
+    sending heartbeats" from its second heartbeat on); `fitonfhir stack` refuses to start one while a daemon
+    it did not start beats, and fails its wait when one joins."""
+    import pytest
+
+    from fitonfhir_sandbox.stack import StackError
+
+    with running_stack(StackConfig(users=1, days=1, webserver=False)) as stack:
+        stack.start_daemon("rogue", guard=False)  # started by mistake, outside the stack's control
+        other = wait_until(stack.foreign_daemon, 90, "the other daemon's first heartbeat")
+        with pytest.raises(StackError, match=f"another dagster-daemon \\(id {other}\\)"):
+            stack.start_daemon()
+        assert "daemon" not in stack.processes  # nothing was started
+        with pytest.raises(StackError, match="a second dagster-daemon"):
+            stack.wait_for_runs(1, 5)

@@ -375,9 +375,9 @@ def test_an_older_postgres_table_is_widened_to_accept_erased(postgres_url: str) 
     try:
         user = onboard(users, "sub-old", "patient-old")
         assert users.set_state(user.key, UserState.ERASED).state == UserState.ERASED
-        with pytest.raises(psycopg2.errors.CheckViolation):  # the CHECK is still there, only wider
-            with psycopg2.connect(postgres_url) as conn, conn.cursor() as cur:
-                cur.execute(f"UPDATE {table} SET state = 'bogus'")
+        # the CHECK is still there, only wider
+        with pytest.raises(psycopg2.errors.CheckViolation), psycopg2.connect(postgres_url) as conn:
+            conn.cursor().execute(f"UPDATE {table} SET state = 'bogus'")
     finally:
         users.close()
 
