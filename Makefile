@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 UV := .uv/bin/uv
 
-.PHONY: setup demo dev test test-deps check lint typecheck bench lock clean
+# `make stack`: the production shape (PostgreSQL, code server, daemon, webserver as processes) on loopback.
+.PHONY: setup demo dev stack postgres-deps test test-deps check lint typecheck bench lock clean
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -28,19 +29,24 @@ demo: setup
 dev: setup
 	$(BIN)/fitonfhir demo --dev
 
-tests/node/node_modules/.installed: tests/node/package-lock.json
-	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
-	touch $@
-
-test-deps: setup tests/node/node_modules/.installed
-	@command -v chromium >/dev/null || { \
-	  echo "installing Debian chromium for the browser tests"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+postgres-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  echo "installing Debian postgresql for the PostgreSQL store and deployment tests"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq postgresql >/dev/null; fi; }
+
+stack: setup postgres-deps
+	$(BIN)/fitonfhir stack
+
+tests/node/node_modules/.installed: tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test-deps: setup postgres-deps tests/node/node_modules/.installed
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
 # The README's test command: lint, format, types, then every test.
 test: test-deps check

@@ -86,3 +86,36 @@ def demo(n_users: int, n_days: int, dev: bool) -> None:
     from .demo import print_report, run_demo
 
     print_report(run_demo(n_users, n_days, echo=click.echo), echo=click.echo)
+
+
+@click.command()
+@click.option("--users", "n_users", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option("--days", "n_days", default=3, show_default=True, type=click.IntRange(1, 30))
+@click.option(
+    "--timeout", default=600, show_default=True, type=click.IntRange(30), help="Seconds for the runs."
+)
+@click.option("--no-webserver", is_flag=True, help="Skip dagster-webserver (saves a process).")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the stack's state (logs, DAGSTER_HOME, archive) in this directory instead of a temp dir.",
+)
+def stack(n_users: int, n_days: int, timeout: int, no_webserver: bool, keep: Path | None) -> None:
+    """Production-shaped Dagster on loopback: PostgreSQL, code server, daemon, webserver as processes;
+    onboard sandbox users, let the users_sensor import their history through the run queue, report, stop."""
+    import signal
+
+    from .demo import print_report
+    from .stack import StackConfig, StackError, run_stack
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through the stack's clean-up
+
+    signal.signal(signal.SIGTERM, terminate)
+    config = StackConfig(users=n_users, days=n_days, timeout=timeout, webserver=not no_webserver)
+    try:
+        report = run_stack(config, echo=click.echo, keep=keep.resolve() if keep else None)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    print_report(report, echo=click.echo)

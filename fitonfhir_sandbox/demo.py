@@ -70,8 +70,6 @@ def _materialized(result: dg.ExecuteInProcessResult, asset: str, key: str) -> in
 
 def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
     from fitonfhir_dagster.definitions import defs
-    from fitonfhir_dagster.fhir.fhir_client import FhirClient
-    from fitonfhir_dagster.pipeline.datasets import load_datasets
     from fitonfhir_dagster.pipeline.ports import Ports
     from fitonfhir_dagster.stores.factory import open_users_table
 
@@ -115,22 +113,34 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
             )
             user.dead_letters = _materialized(result, "fhir_observations", "dead_lettered")
 
-        ports = Ports.open(settings)
-        for user in report.users:
-            day = report.first_day
-            while day <= report.last_day:
-                document = load_datasets(ports, day.isoformat(), user.key)
-                if document is not None:
-                    user.days += 1
-                    for pages in document["pages"].values():
-                        for page in pages:
-                            for point in page.get("point", []):
-                                user.points += 1
-                                report.points_by_type[point["dataTypeName"]] += 1
-                day += timedelta(days=1)
-        bundle = FhirClient.from_settings(running).search_bundle("Observation", {"_summary": "count"})
-        report.observations_total = int(bundle.get("total", 0))
+        fill_from_archive(report, Ports.open(settings))
+        report.observations_total = observations_on_server(running)
     return report
+
+
+def fill_from_archive(report: DemoReport, ports) -> None:
+    """Days and points per user and data type, read back from the raw archive (shared with ``stack``)."""
+    from fitonfhir_dagster.pipeline.datasets import load_datasets
+
+    for user in report.users:
+        day = report.first_day
+        while day <= report.last_day:
+            document = load_datasets(ports, day.isoformat(), user.key)
+            if document is not None:
+                user.days += 1
+                for pages in document["pages"].values():
+                    for page in pages:
+                        for point in page.get("point", []):
+                            user.points += 1
+                            report.points_by_type[point["dataTypeName"]] += 1
+            day += timedelta(days=1)
+
+
+def observations_on_server(settings: Settings) -> int:
+    from fitonfhir_dagster.fhir.fhir_client import FhirClient
+
+    bundle = FhirClient.from_settings(settings).search_bundle("Observation", {"_summary": "count"})
+    return int(bundle.get("total", 0))
 
 
 def print_report(report: DemoReport, echo=print) -> None:

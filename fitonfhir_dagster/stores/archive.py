@@ -35,6 +35,10 @@ class Archive(Protocol):
 
     def delete(self, name: str) -> None: ...
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object whose name starts with ``prefix`` (not ""); returns how many."""
+        ...
+
 
 def _private_dirs(path: Path, top: Path) -> None:
     """Create ``path`` and its missing parents (never ``top`` or above) as 0700 directories: mkdir's
@@ -92,3 +96,18 @@ class LocalArchive:
 
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> int:
+        names = list(self.list(check_prefix(prefix)))
+        for name in names:
+            self.delete(name)
+        return len(names)
+
+
+def check_prefix(prefix: str) -> str:
+    """A deletion prefix: non-empty and made of safe segments (a trailing ``/`` allowed)."""
+    if not isinstance(prefix, str) or not prefix.strip("/"):
+        raise ValueError("refusing to delete by an empty prefix (that would be the whole archive)")
+    for part in prefix.rstrip("/").split("/"):
+        safe_segment(part)
+    return prefix

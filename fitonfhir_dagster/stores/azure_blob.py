@@ -77,3 +77,11 @@ class BlobArchive:
     def delete(self, name: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):
             self.container.delete_blob(check_blob_name(name))
+
+    def delete_prefix(self, prefix: str) -> int:
+        from .archive import check_prefix
+
+        names = list(self.list(check_prefix(prefix)))
+        for name in names:
+            self.delete(name)
+        return len(names)

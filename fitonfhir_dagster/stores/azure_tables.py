@@ -51,7 +51,7 @@ BY_SUB_PARTITION = "by-sub"
 MAX_ATTEMPTS = 8
 
 _USER_COLUMNS = tuple(f.name for f in fields(User) if f.name != "key")
-_RESTRICTIVENESS = {UserState.ACTIVE: 0, UserState.UNAUTHORIZED: 1, UserState.REVOKED: 2}
+_RESTRICTIVENESS = {UserState.ACTIVE: 0, UserState.UNAUTHORIZED: 1, UserState.REVOKED: 2, UserState.ERASED: 3}
 
 
 class ConcurrentUpdateError(RuntimeError):

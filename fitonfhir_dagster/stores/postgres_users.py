@@ -156,18 +156,36 @@ class PostgresUsersTable:
                     "CREATE TABLE IF NOT EXISTS {t} ("
                     " key TEXT PRIMARY KEY, google_sub TEXT NOT NULL UNIQUE, google_issuer TEXT NOT NULL,"
                     " patient_id TEXT NOT NULL,"
-                    " state TEXT NOT NULL CHECK (state IN ('active', 'unauthorized', 'revoked')),"
+                    " state TEXT NOT NULL CHECK (state IN ('active', 'unauthorized', 'revoked', 'erased')),"
                     " external_system TEXT NOT NULL DEFAULT '', external_id TEXT NOT NULL DEFAULT '',"
                     " scopes TEXT NOT NULL DEFAULT '', state_reason TEXT NOT NULL DEFAULT '',"
                     " created_at TEXT NOT NULL, state_changed_at TEXT NOT NULL,"
                     " version BIGINT NOT NULL DEFAULT 1)"
                 ).format(t=t)
             )
+            self._allow_every_state(cur)  # erasure (issue 12): tables created before `erased` existed
             cur.execute(
                 sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (patient_id)").format(
                     i=sql.Identifier(self.table + "_patient"), t=t
                 )
             )
+
+    def _allow_every_state(self, cur: Any) -> None:
+        """Widen the state CHECK of an older table to every ``UserState`` (only when it lacks one)."""
+        name = self.table + "_state_check"  # PostgreSQL's name for the inline CHECK of column state
+        cur.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = %s",
+            (sql.Identifier(self.table).as_string(cur), name),
+        )
+        row = cur.fetchone()
+        if row is not None and all(f"'{s.value}'" in row[0] for s in UserState):
+            return
+        states = sql.SQL(", ").join(sql.Literal(s.value) for s in UserState)
+        cur.execute(
+            sql.SQL(
+                "ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {c}, ADD CONSTRAINT {c} CHECK (state IN ({s}))"
+            ).format(t=sql.Identifier(self.table), c=sql.Identifier(name), s=states)
+        )
 
     # -- mapping --------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ class UserState(StrEnum):
     ACTIVE = "active"  # importable
     UNAUTHORIZED = "unauthorized"  # Google refused the refresh token (invalid_grant)
     REVOKED = "revoked"  # the patient revoked consent
+    ERASED = "erased"  # `fitonfhir users erase`: the data this project wrote about the user is gone
 
 
 @dataclass(frozen=True)

@@ -379,7 +379,13 @@ def test_the_helm_instance_settings_validate_against_the_instance_schema_and_mat
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     for section in ("concurrency", "run_retries", "retention", "telemetry", "sensors", "schedules"):
         assert from_values[section] == shipped[section], section
-    for key in ("enabled", "start_timeout_seconds", "cancel_timeout_seconds", "poll_interval_seconds"):
+    for key in (
+        "enabled",
+        "start_timeout_seconds",
+        "cancel_timeout_seconds",
+        "poll_interval_seconds",
+        "free_slots_after_run_end_seconds",
+    ):
         assert from_values["run_monitoring"][key] == shipped["run_monitoring"][key], key
     # the one intended difference: a K8s run pod that died can be resumed, a DefaultRunLauncher run cannot
     assert (

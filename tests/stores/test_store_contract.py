@@ -341,3 +341,67 @@ def test_object_names_refuse_unsafe_segments(segment: str) -> None:
         object_name("raw", "2025-01-01", KEY, segment)
     with pytest.raises(ValueError):
         object_name("raw", segment, KEY, "x.json")
+
+
+# -- erasure (issue 12 part 6): the `erased` state and deletion by prefix ------------------------------
+
+
+def test_erased_is_a_state_every_backend_stores_and_lists(
+    users: UsersTable,
+) -> None:
+    user = onboard(users, "sub-erase", "patient-erase")
+    erased = users.set_state(user.key, UserState.ERASED, "erased on request")
+
+    assert (erased.state, erased.state_reason) == (UserState.ERASED, "erased on request")
+    assert users.get(user.key) == erased
+    assert users.list([UserState.ERASED]) == [erased]
+    assert users.list([UserState.ACTIVE]) == []
+
+
+def test_an_older_postgres_table_is_widened_to_accept_erased(postgres_url: str) -> None:
+    import psycopg2
+
+    table = "users_" + uuid.uuid4().hex[:12]
+    with psycopg2.connect(postgres_url) as conn, conn.cursor() as cur:  # the schema before `erased`
+        cur.execute(
+            f"CREATE TABLE {table} (key TEXT PRIMARY KEY, google_sub TEXT NOT NULL UNIQUE,"
+            " google_issuer TEXT NOT NULL, patient_id TEXT NOT NULL,"
+            " state TEXT NOT NULL CHECK (state IN ('active', 'unauthorized', 'revoked')),"
+            " external_system TEXT NOT NULL DEFAULT '', external_id TEXT NOT NULL DEFAULT '',"
+            " scopes TEXT NOT NULL DEFAULT '', state_reason TEXT NOT NULL DEFAULT '',"
+            " created_at TEXT NOT NULL, state_changed_at TEXT NOT NULL, version BIGINT NOT NULL DEFAULT 1)"
+        )
+    users = PostgresUsersTable(postgres_url, table=table)
+    try:
+        user = onboard(users, "sub-old", "patient-old")
+        assert users.set_state(user.key, UserState.ERASED).state == UserState.ERASED
+        # the CHECK is still there, only wider
+        with pytest.raises(psycopg2.errors.CheckViolation), psycopg2.connect(postgres_url) as conn:
+            conn.cursor().execute(f"UPDATE {table} SET state = 'bogus'")
+    finally:
+        users.close()
+
+
+def test_archive_delete_prefix_removes_exactly_the_objects_under_it(archive: Archive) -> None:
+    other = "u-other0000"
+    mine = [
+        object_name(k, d, KEY, "x.json")
+        for k in ("raw", "dead_letters")
+        for d in ("2025-01-01", "2025-01-02")
+    ]
+    theirs = [object_name("raw", "2025-01-01", other, "x.json"), "raw/date=2025-01-011/user=u-x/x.json"]
+    for name in mine + theirs:
+        archive.put(name, b"{}")
+
+    assert archive.delete_prefix(f"raw/date=2025-01-01/user={KEY}/") == 1
+    assert archive.delete_prefix("dead_letters/") == 2
+    assert archive.delete_prefix("dead_letters/") == 0
+    assert sorted(archive.list()) == sorted([mine[1], *theirs])
+
+
+@pytest.mark.parametrize("prefix", ["", "/", "../", "raw/../x"])
+def test_archive_delete_prefix_refuses_an_empty_or_unsafe_prefix(archive: Archive, prefix: str) -> None:
+    archive.put(object_name("raw", "2025-01-01", KEY, "x.json"), b"{}")
+    with pytest.raises(ValueError):
+        archive.delete_prefix(prefix)
+    assert len(list(archive.list())) == 1
