@@ -8,6 +8,7 @@ keys that succeeded are materialized, and only then does the step fail naming th
 No `from __future__ import annotations` here: Dagster inspects the context annotations at runtime.
 """
 
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,11 +16,9 @@ import dagster as dg
 
 from ..config import Settings
 from ..partitions import split_user_day, user_day_partitions
-from ..pipeline.datasets import fetch_user_day
-from ..pipeline.errors import TransientUserDayError, UserDayError
-from ..pipeline.messages import build_user_day_messages
-from ..pipeline.observations import convert_user_day
-from ..pipeline.templates import templates_for_conversion
+from ..pipeline.errors import UserDayError
+from ..pipeline.runner import UserDayOutcome, run_user_days
+from ..pipeline.templates import stored_templates_digest, templates_for_conversion
 from ..resources import FitOnFhirResource
 from .checks import CHECK_SPECS, datasets_checks, messages_checks, observations_checks
 from .metadata import datasets_metadata, messages_metadata, observations_metadata
@@ -78,31 +77,39 @@ def user_day_steps(context: dg.AssetExecutionContext, fitonfhir: FitOnFhirResour
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     steps = [step for step in STEPS if step in selected]
     ports = fitonfhir.ports
-    run_step: dict[str, Callable[[str, str], Any]] = {
-        FIT_DATASETS: lambda day, user: fetch_user_day(ports, day, user),
-        DEVICE_MESSAGES: lambda day, user: build_user_day_messages(ports, day, user, fitonfhir.event_hub),
-    }
+    # --- throughput: one window fetch per user, users side by side (pipeline.runner) -------------------
+    keys = {split_user_day(key): key for key in context.partition_keys}
+    templates = digest = None
     if FHIR_OBSERVATIONS in steps:
         templates = templates_for_conversion(ports)
-        run_step[FHIR_OBSERVATIONS] = lambda day, user: convert_user_day(
-            ports, fitonfhir.fhir, templates, day, user
-        )
-
+        digest = stored_templates_digest(ports)
     done: dict[str, dict[str, Any]] = {step: {} for step in steps}
     failed: dict[str, UserDayError] = {}
-    for key in context.partition_keys:
-        day, user = split_user_day(key)
-        for step in steps:
-            try:
-                done[step][key] = run_step[step](day, user)
-            except UserDayError as err:
-                failed[key] = err
-            except Exception as exc:  # an SDK or storage failure of one key must not lose the others
-                context.log.exception(f"{step} failed for {key}")
-                failed[key] = TransientUserDayError(user, day, f"{step}: {type(exc).__name__}: {exc}")
-            if key in failed:
-                context.log.error(str(failed[key]))
-                break
+
+    def record(outcome: UserDayOutcome) -> None:
+        key = keys[(outcome.day, outcome.user_key)]
+        for step, summary in outcome.summaries.items():
+            done[step][key] = summary
+        if outcome.error is None:
+            context.log.info(f"{key}: {', '.join(steps)} done")
+            return
+        failed[key] = outcome.error
+        if outcome.cause is not None:
+            trace = "".join(traceback.format_exception(outcome.cause))
+            context.log.error(f"{key} failed unexpectedly:\n{trace}")
+        context.log.error(str(outcome.error))
+
+    run_user_days(
+        ports,
+        keys,
+        steps,
+        fhir=fitonfhir.fhir if FHIR_OBSERVATIONS in steps else None,
+        templates=templates,
+        templates_digest=digest,
+        publisher=fitonfhir.event_hub if DEVICE_MESSAGES in steps else None,
+        on_done=record,
+    )
+    # --- end of throughput hunk ---------------------------------------------------------------------------
 
     if failed:
         yield from _fail_after_materializing(done, failed)

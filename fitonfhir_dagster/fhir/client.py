@@ -80,7 +80,13 @@ class FhirClient:
         self.base_url = base_url.rstrip("/") + "/"
         self._origin = (parts.scheme, parts.netloc)
         self.auth = auth
-        self.session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            # several users and several chunks of one user-day are in flight at once (pipeline.runner)
+            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.bundle_size = bundle_size
@@ -239,6 +245,25 @@ class FhirClient:
         for part in bundles.chunks(unique, chunk_size):
             for resource in self.search(resource_type, {"_id": ",".join(part), "_count": str(len(part))}):
                 found[str(resource["id"])] = resource
+        return found
+
+    def read_batch(
+        self, resource_type: str, ids: Iterable[str], chunk_size: int | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Existing resources by id, ``bundle_size`` ids per request: a batch Bundle of GET entries
+        (no URL-length limit, unlike ``_id=`` searches). Missing ids (404/410) are simply absent."""
+        unique = list(dict.fromkeys(ids))
+        found: dict[str, dict[str, Any]] = {}
+        for part in bundles.chunks(unique, chunk_size or self.bundle_size):
+            entries = [{"request": {"method": "GET", "url": f"{resource_type}/{rid}"}} for rid in part]
+            for rid, result in zip(part, self.batch(entries), strict=True):
+                if result.status in (404, 410):
+                    continue
+                if not result.ok or result.resource is None:
+                    raise error_for(
+                        result.status, "GET", f"{resource_type}/{rid}", result.outcome, "batch read failed"
+                    )
+                found[str(result.resource.get("id", rid))] = result.resource
         return found
 
     def find_by_identifier(self, resource_type: str, system: str | None, value: str) -> list[dict[str, Any]]:

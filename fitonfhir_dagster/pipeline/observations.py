@@ -1,12 +1,19 @@
 """Step 3: convert one user-day's device messages to Observations (MedTech rules) and write them to FHIR.
 
 Re-running a user-day writes nothing: Observations have deterministic ids, the stored version is merged
-with the new one by MedTech's rules, and only resources that changed are sent (with If-Match).
+with the new one by MedTech's rules, and only resources that changed are sent (with If-Match). The stored
+versions are read one batch per chunk, and several chunks are in flight at once. After a successful
+write the user-day's fingerprint (device messages, templates, FHIR base URL, identity) is recorded in
+the archive; a re-run with the same fingerprint costs no FHIR request at all, unless
+``FITONFHIR_FHIR_VERIFY=true`` asks to verify against the server.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +26,15 @@ from ..medtech.converter import Converter
 from ..medtech.identity import CreateIdentity, IdentityResolver, PatientReferenceIdentity
 from ..stores.archive import object_name
 from .errors import TransientUserDayError, UpstreamMissing, UserDayError
-from .messages import load_messages
+from .messages import messages_object
 from .ports import Ports
 
+KIND = "fhir_observations"
+WRITTEN_OBJECT = "written.json"
 DEAD_LETTERS = "dead_letters"
 MAX_MERGE_ATTEMPTS = 3
+CHUNKS_IN_FLIGHT = 4  # transaction Bundles of one user-day sent at once
+FINGERPRINT_VERSION = "1"
 
 
 @dataclass
@@ -38,6 +49,7 @@ class ObservationsSummary:
     dead_letters: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     written_ids: list[str] = field(default_factory=list)
+    skipped: bool = False  # same fingerprint as the last successful write: FHIR not contacted
 
     @property
     def written(self) -> int:
@@ -52,13 +64,71 @@ def identity_for(ports: Ports, user_key: str) -> IdentityResolver:
     return PatientReferenceIdentity({user.google_sub: user.patient_id} if user else {})
 
 
+def written_object(day: str, user_key: str) -> str:
+    return object_name(KIND, day, user_key, WRITTEN_OBJECT)
+
+
+def templates_digest(templates: tuple[Any, Any]) -> str | None:
+    """SHA-256 of the templates when given as JSON dicts; None for compiled ones (no stable form)."""
+    if isinstance(templates[0], dict) and isinstance(templates[1], dict):
+        raw = orjson.dumps(list(templates[:2]), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(raw).hexdigest()
+    return None
+
+
+def write_fingerprint(ports: Ports, fhir: FhirClient, messages: bytes, digest: str, user_key: str) -> str:
+    """What a user-day's FHIR write depends on: its device messages, the templates, the server, identity."""
+    user = ports.users.get(user_key)
+    identity = ports.settings.identity_mode
+    if identity != "create":
+        identity += f":{user.google_sub}:{user.patient_id}" if user else ":-"
+    h = hashlib.sha256()
+    for part in (FINGERPRINT_VERSION, digest, fhir.base_url, identity):
+        h.update(part.encode())
+        h.update(b"\0")
+    h.update(messages)
+    return "sha256:" + h.hexdigest()
+
+
 def convert_user_day(
-    ports: Ports, fhir: FhirClient, templates: tuple[Any, Any], day: str, user_key: str
+    ports: Ports,
+    fhir: FhirClient,
+    templates: tuple[Any, Any],
+    day: str,
+    user_key: str,
+    *,
+    digest: str | None = None,
+    verify: bool | None = None,
 ) -> ObservationsSummary:
-    """``templates``: (device mapping, FHIR mapping), as dicts or already loaded (compiled once per run)."""
-    messages = load_messages(ports, day, user_key)
-    if messages is None:
+    """``templates``: (device mapping, FHIR mapping), as dicts or already loaded (compiled once per run).
+
+    ``digest`` identifies the templates (see :func:`templates_digest`; computed for dicts); without one
+    the write is always verified against the server. ``verify`` (default ``FITONFHIR_FHIR_VERIFY``)
+    re-reads FHIR even when the fingerprint of the last successful write matches.
+    """
+    raw = ports.archive.get(messages_object(day, user_key))
+    if raw is None:
         raise UpstreamMissing(user_key, day, "no archived device_messages; materialize device_messages first")
+    digest = digest or templates_digest(templates)
+    verify = ports.settings.fhir_verify if verify is None else verify
+    fingerprint = write_fingerprint(ports, fhir, raw, digest, user_key) if digest else None
+    record_name = written_object(day, user_key)
+    if fingerprint is not None and not verify:
+        stored = ports.archive.get(record_name)
+        record = orjson.loads(stored) if stored is not None else None
+        if record is not None and record.get("fingerprint") == fingerprint:
+            return ObservationsSummary(
+                user_key,
+                day,
+                observations=int(record.get("observations", 0)),
+                unchanged=int(record.get("observations", 0)),
+                dead_letters=int(record.get("dead_letters", 0)),
+                dead_letter_reasons=dict(record.get("dead_letter_reasons") or {}),
+                skipped=True,
+            )
+        if record is not None:
+            ports.archive.delete(record_name)  # what the server holds is about to change
+    messages = [orjson.loads(line) for line in raw.splitlines() if line]
     converter = Converter(templates[0], templates[1], identity_for(ports, user_key))
     result = converter.convert(messages)
     summary = ObservationsSummary(user_key, day, observations=len(result.observations))
@@ -81,32 +151,59 @@ def convert_user_day(
     except FhirError as exc:
         cls = TransientUserDayError if exc.retryable else UserDayError
         raise cls(user_key, day, f"FHIR write failed: {exc}") from exc
+    if fingerprint is not None:
+        record = {
+            "fingerprint": fingerprint,
+            "observations": summary.observations,
+            "dead_letters": summary.dead_letters,
+            "dead_letter_reasons": summary.dead_letter_reasons,
+        }
+        ports.archive.put(record_name, orjson.dumps(record))
     return summary
 
 
 def _write_merged(fhir: FhirClient, result: Any, summary: ObservationsSummary) -> None:
-    """Write what changed, one transaction Bundle per chunk (all-or-nothing), merging with stored versions."""
+    """Write what changed, one transaction Bundle per chunk (all-or-nothing), merging with stored versions.
+
+    The first chunk goes alone (it finds out whether the server takes our ids); the others go
+    ``CHUNKS_IN_FLIGHT`` at a time. Chunks hold disjoint ids, so their order does not matter.
+    """
     if fhir.write_mode_for("Observation") != WRITE_MODE_PUT:
         _write_by_identifier(fhir, result, summary)
         return
-    for index, chunk in enumerate(chunks(result.observations, fhir.bundle_size)):
-        try:
-            _write_chunk(fhir, result, chunk, summary)
-        except FhirError as exc:
-            if exc.status != 405 or index:
-                raise
-            # PUT with our id refused although the CapabilityStatement did not say so: fall back.
-            fhir.write_mode = WRITE_MODE_CONDITIONAL_CREATE
-            _write_by_identifier(fhir, result, summary)
-            return
+    parts = list(chunks(result.observations, fhir.bundle_size))
+    if not parts:
+        return
+    lock = threading.Lock()
+    try:
+        _write_chunk(fhir, result, parts[0], summary, lock)
+    except FhirError as exc:
+        if exc.status != 405:
+            raise
+        # PUT with our id refused although the CapabilityStatement did not say so: fall back.
+        fhir.write_mode = WRITE_MODE_CONDITIONAL_CREATE
+        _write_by_identifier(fhir, result, summary)
+        return
+    rest = parts[1:]
+    if len(rest) <= 1:
+        for chunk in rest:
+            _write_chunk(fhir, result, chunk, summary, lock)
+        return
+    with ThreadPoolExecutor(min(CHUNKS_IN_FLIGHT, len(rest)), thread_name_prefix="fhir-chunk") as pool:
+        for future in [pool.submit(_write_chunk, fhir, result, c, summary, lock) for c in rest]:
+            future.result()  # the first failure raises (the others finish: re-running is idempotent)
 
 
 def _write_chunk(
-    fhir: FhirClient, result: Any, chunk: Sequence[dict[str, Any]], summary: ObservationsSummary
+    fhir: FhirClient,
+    result: Any,
+    chunk: Sequence[dict[str, Any]],
+    summary: ObservationsSummary,
+    lock: threading.Lock,
 ) -> None:
     pending = {str(o["id"]): o for o in chunk}
     for _ in range(MAX_MERGE_ATTEMPTS):
-        existing = fhir.read_many("Observation", list(pending))
+        existing = fhir.read_batch("Observation", list(pending), chunk_size=len(pending))
         entries, is_new, unchanged = [], [], 0
         for obs_id, new in pending.items():
             current = existing.get(obs_id)
@@ -125,10 +222,11 @@ def _write_chunk(
                 fhir.transaction(entries)
         except PreconditionFailed:
             continue  # someone wrote in between: re-read, re-merge, retry this chunk
-        summary.unchanged += unchanged
-        summary.created += sum(is_new)
-        summary.updated += len(is_new) - sum(is_new)
-        summary.written_ids.extend(e["resource"]["id"] for e in entries)
+        with lock:
+            summary.unchanged += unchanged
+            summary.created += sum(is_new)
+            summary.updated += len(is_new) - sum(is_new)
+            summary.written_ids.extend(e["resource"]["id"] for e in entries)
         return
     raise PreconditionFailed(412, "POST", "transaction", detail="Observations kept changing while merging")
 

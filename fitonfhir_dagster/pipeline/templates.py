@@ -62,3 +62,13 @@ def templates_for_conversion(ports: Ports) -> tuple[DeviceMapping, FhirMapping]:
         store_templates(ports, device, fhir)
         stored = device, fhir
     return load_device_mapping(stored[0]), load_fhir_mapping(stored[1])
+
+
+def stored_templates_digest(ports: Ports) -> str | None:
+    """SHA-256 of the stored templates (what :func:`templates_for_conversion` compiles), None if absent."""
+    import hashlib
+
+    device, fhir = ports.archive.get(DEVICE_OBJECT), ports.archive.get(FHIR_OBJECT)
+    if device is None or fhir is None:
+        return None
+    return hashlib.sha256(device + b"\0" + fhir).hexdigest()
