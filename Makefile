@@ -45,6 +45,7 @@ typecheck: setup
 bench: setup
 	$(BIN)/python bench/device_messages.py
 	$(BIN)/python bench/conversion.py
+	$(BIN)/python bench/backfill.py
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^fitonfhir' > requirements.lock
