@@ -49,7 +49,7 @@ class RequestCounter(logging.Handler):
         elif path == "/token":
             kind = "token"
         elif path.startswith("/fhir"):
-            kind = "fhir_read" if method == "GET" else "fhir_write"
+            kind = "fhir_get" if method == "GET" else "fhir_post_put"  # batch reads are POSTs too
         else:
             kind = "other"
         with self._lock_counts:
@@ -182,10 +182,10 @@ def run(args: argparse.Namespace, sandbox: Any, counter: RequestCounter) -> dict
                 "google_fit_calls_per_user_day": round(counts["fit"] / user_days, 3),
                 "google_token_calls_per_user_day": round(counts["token"] / user_days, 3),
                 "google_calls_per_user_day": round((counts["fit"] + counts["token"]) / user_days, 3),
-                "fhir_reads_per_user_day": round(counts["fhir_read"] / user_days, 3),
-                "fhir_writes_per_user_day": round(counts["fhir_write"] / user_days, 3),
+                "fhir_get_per_user_day": round(counts["fhir_get"] / user_days, 3),
+                "fhir_post_put_per_user_day": round(counts["fhir_post_put"] / user_days, 3),
                 "fhir_requests_per_user_day": round(
-                    (counts["fhir_read"] + counts["fhir_write"]) / user_days, 3
+                    (counts["fhir_get"] + counts["fhir_post_put"]) / user_days, 3
                 ),
                 "peak_rss_mb": round(peak_rss_mb(), 1),
             }
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace, sandbox: Any, counter: RequestCounter) -> dict
             f" ratio {phase['ratio_to_noop']}x; Google calls/user-day {phase['google_calls_per_user_day']}"
             f" (fit {phase['google_fit_calls_per_user_day']}, token {phase['google_token_calls_per_user_day']});"
             f" FHIR requests/user-day {phase['fhir_requests_per_user_day']}"
-            f" (reads {phase['fhir_reads_per_user_day']}, writes {phase['fhir_writes_per_user_day']});"
+            f" (GET {phase['fhir_get_per_user_day']}, POST/PUT {phase['fhir_post_put_per_user_day']});"
             f" peak RSS so far {phase['peak_rss_mb']} MB"
         )
     return {

@@ -64,6 +64,26 @@ def identity_for(ports: Ports, user_key: str) -> IdentityResolver:
     return PatientReferenceIdentity({user.google_sub: user.patient_id} if user else {})
 
 
+class DevicesWritten:
+    """The Devices one run has written (by server and content): the same Device is sent once per run."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, bytes]] = set()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(fhir: FhirClient, device: dict[str, Any]) -> tuple[str, bytes]:
+        return fhir.base_url, hashlib.sha256(orjson.dumps(device, option=orjson.OPT_SORT_KEYS)).digest()
+
+    def new(self, fhir: FhirClient, devices: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        with self._lock:
+            return [d for d in devices if self._key(fhir, d) not in self._seen]
+
+    def add(self, fhir: FhirClient, devices: Sequence[dict[str, Any]]) -> None:
+        with self._lock:
+            self._seen.update(self._key(fhir, d) for d in devices)
+
+
 def written_object(day: str, user_key: str) -> str:
     return object_name(KIND, day, user_key, WRITTEN_OBJECT)
 
@@ -99,12 +119,14 @@ def convert_user_day(
     *,
     digest: str | None = None,
     verify: bool | None = None,
+    devices_written: DevicesWritten | None = None,
 ) -> ObservationsSummary:
     """``templates``: (device mapping, FHIR mapping), as dicts or already loaded (compiled once per run).
 
     ``digest`` identifies the templates (see :func:`templates_digest`; computed for dicts); without one
     the write is always verified against the server. ``verify`` (default ``FITONFHIR_FHIR_VERIFY``)
-    re-reads FHIR even when the fingerprint of the last successful write matches.
+    re-reads FHIR even when the fingerprint of the last successful write matches. ``devices_written``
+    (one per run) remembers the Devices already written, so the days of a user write them once.
     """
     raw = ports.archive.get(messages_object(day, user_key))
     if raw is None:
@@ -143,8 +165,11 @@ def convert_user_day(
     try:
         if result.patients:  # Create mode: the Patients MedTech would have created
             fhir.upsert_many(result.patients)
-        if result.devices:
-            summary.devices_written = fhir.upsert_many(result.devices).written
+        devices = devices_written.new(fhir, result.devices) if devices_written else result.devices
+        if devices:
+            summary.devices_written = fhir.upsert_many(devices).written
+            if devices_written is not None:
+                devices_written.add(fhir, devices)
         _write_merged(fhir, result, summary)
     except PreconditionFailed as exc:
         raise TransientUserDayError(user_key, day, f"concurrent change on the FHIR server: {exc}") from exc

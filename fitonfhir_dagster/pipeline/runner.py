@@ -24,7 +24,7 @@ from ..googlefit.ratelimit import ChainedLimiter, Limiter, RequestLimiter
 from .datasets import fetch_user_day, iter_user_window
 from .errors import TransientUserDayError, UserDayError
 from .messages import Publisher, build_user_day_messages
-from .observations import convert_user_day
+from .observations import DevicesWritten, convert_user_day
 from .ports import Ports
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,7 @@ class _UserJob:
     templates: tuple[Any, Any] | None
     templates_digest: str | None
     publisher: Publisher | None
+    devices: DevicesWritten = field(default_factory=DevicesWritten)
 
     def run_user(
         self,
@@ -214,6 +215,12 @@ class _UserJob:
         if step == FHIR_OBSERVATIONS:
             assert self.templates is not None
             return convert_user_day(
-                self.ports, self.fhir, self.templates, day, user_key, digest=self.templates_digest
+                self.ports,
+                self.fhir,
+                self.templates,
+                day,
+                user_key,
+                digest=self.templates_digest,
+                devices_written=self.devices,
             )
         return fetch_user_day(self.ports, day, user_key)
