@@ -333,23 +333,31 @@ class FhirClient:
 
     # ------------------------------------------------------------------ bundles
 
-    def transaction(self, entries: Sequence[Mapping[str, Any]]) -> list[EntryResult]:
+    def transaction(self, entries: Sequence[Mapping[str, Any]], minimal: bool = False) -> list[EntryResult]:
         """All-or-nothing per chunk of ``bundle_size`` entries (chunks commit one after the other).
 
         A failed chunk raises (412 -> PreconditionFailed: re-read and merge); earlier chunks stay written,
-        which is safe because re-running the same entries is idempotent.
+        which is safe because re-running the same entries is idempotent. ``minimal`` asks the server to
+        leave the written resources out of its answer (``Prefer: return=minimal``; statuses stay).
         """
-        return self._send_bundles("transaction", entries)
+        return self._send_bundles("transaction", entries, minimal)
 
     def batch(self, entries: Sequence[Mapping[str, Any]]) -> list[EntryResult]:
         """Independent entries; each result says its own status (failures are returned, not raised)."""
         return self._send_bundles("batch", entries)
 
-    def _send_bundles(self, kind: str, entries: Sequence[Mapping[str, Any]]) -> list[EntryResult]:
+    def _send_bundles(
+        self, kind: str, entries: Sequence[Mapping[str, Any]], minimal: bool = False
+    ) -> list[EntryResult]:
         results: list[EntryResult] = []
+        headers = {"Prefer": "return=minimal"} if minimal else None
         for part in bundles.chunks(list(entries), self.bundle_size):
             response = self._request(
-                "POST", "", body=bundles.bundle(kind, part), idempotent=all(map(_repeatable_entry, part))
+                "POST",
+                "",
+                body=bundles.bundle(kind, part),
+                headers=headers,
+                idempotent=all(map(_repeatable_entry, part)),
             )
             body = self._json(response, "POST")
             if body.get("type") != f"{kind}-response":

@@ -244,7 +244,7 @@ def _write_chunk(
             is_new.append(False)
         try:
             if entries:
-                fhir.transaction(entries)
+                fhir.transaction(entries, minimal=True)
         except PreconditionFailed:
             continue  # someone wrote in between: re-read, re-merge, retry this chunk
         with lock:

@@ -113,7 +113,15 @@ def _primitive_patterns() -> tuple[re.Pattern[str], ...]:
     return tuple(found[k] for k in sorted(found))
 
 
+def _fullmatch_only() -> frozenset[str]:
+    """Patterns fhir_core applies with ``fullmatch`` only (their unanchored search never decides)."""
+    import fhir_core.types as types
+
+    return frozenset(getattr(types, name).pattern.pattern for name in ("Date", "DateTime", "Instant", "Time"))
+
+
 _PATTERNS = _primitive_patterns()
+_SEARCHED = tuple(p for p in _PATTERNS if p.pattern not in _fullmatch_only())
 _DECIMAL = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 _MAX_STRING_CLASSES = 50_000
 _MAX_SKELETONS = 20_000
@@ -143,9 +151,10 @@ def _string_class(value: str) -> Any:
         matches = 0
         for bit, pattern in enumerate(_PATTERNS):
             if pattern.fullmatch(value):
-                matches |= 1 << (2 * bit)
+                matches |= 1 << bit
+        for bit, pattern in enumerate(_SEARCHED, start=len(_PATTERNS)):
             if pattern.search(value):
-                matches |= 1 << (2 * bit + 1)
+                matches |= 1 << bit
         cls = (
             "s",
             matches,
