@@ -11,8 +11,9 @@ the archive; a re-run with the same fingerprint costs no FHIR request at all, un
 from __future__ import annotations
 
 import hashlib
+import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ KIND = "fhir_observations"
 WRITTEN_OBJECT = "written.json"
 DEAD_LETTERS = "dead_letters"
 MAX_MERGE_ATTEMPTS = 3
+WRITTEN_SAMPLE = 20  # written ids kept per user-day for the read-back check
 CHUNKS_IN_FLIGHT = 4  # transaction Bundles of one user-day sent at once
 FINGERPRINT_VERSION = "1"
 
@@ -48,12 +50,24 @@ class ObservationsSummary:
     devices_written: int = 0
     dead_letters: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
-    written_ids: list[str] = field(default_factory=list)
+    written_ids: list[str] = field(default_factory=list)  # a uniform sample, at most WRITTEN_SAMPLE ids
     skipped: bool = False  # same fingerprint as the last successful write: FHIR not contacted
+    _seen: int = field(default=0, repr=False)  # written ids offered to the sample
 
     @property
     def written(self) -> int:
         return self.created + self.updated
+
+    def note_written(self, ids: Iterable[str]) -> None:
+        """Keep a uniform sample of the written ids (reservoir): a heavy day writes 50k Observations."""
+        for rid in ids:
+            self._seen += 1
+            if len(self.written_ids) < WRITTEN_SAMPLE:
+                self.written_ids.append(rid)
+            else:
+                slot = random.randrange(self._seen)
+                if slot < WRITTEN_SAMPLE:
+                    self.written_ids[slot] = rid
 
 
 def identity_for(ports: Ports, user_key: str) -> IdentityResolver:
@@ -153,6 +167,7 @@ def convert_user_day(
     messages = [orjson.loads(line) for line in raw.splitlines() if line]
     converter = Converter(templates[0], templates[1], identity_for(ports, user_key))
     result = converter.convert(messages)
+    del messages, raw  # a heavy day: keep only the Observations in memory while writing
     summary = ObservationsSummary(user_key, day, observations=len(result.observations))
     letters = [d.to_dict() for d in result.dead_letters]
     for letter in letters:
@@ -251,7 +266,7 @@ def _write_chunk(
             summary.unchanged += unchanged
             summary.created += sum(is_new)
             summary.updated += len(is_new) - sum(is_new)
-            summary.written_ids.extend(e["resource"]["id"] for e in entries)
+            summary.note_written(e["resource"]["id"] for e in entries)
         return
     raise PreconditionFailed(412, "POST", "transaction", detail="Observations kept changing while merging")
 
@@ -265,7 +280,7 @@ def _write_by_identifier(fhir: FhirClient, result: Any, summary: ObservationsSum
         if not matches:
             stored, _ = fhir.conditional_create(new, identifier_query(system, value))
             summary.created += 1
-            summary.written_ids.append(str(stored["id"]))
+            summary.note_written([str(stored["id"])])
             continue
         current = matches[0]
         merged, changed = result.merge_observation(current, new)
@@ -275,4 +290,4 @@ def _write_by_identifier(fhir: FhirClient, result: Any, summary: ObservationsSum
         merged["id"] = current["id"]
         fhir.update(merged, if_match=(current.get("meta") or {}).get("versionId"))
         summary.updated += 1
-        summary.written_ids.append(str(current["id"]))
+        summary.note_written([str(current["id"])])
