@@ -64,6 +64,7 @@ typecheck: setup
 bench: setup
 	$(BIN)/python bench/device_messages.py
 	$(BIN)/python bench/conversion.py
+	$(BIN)/python bench/backfill.py
 
 # Re-pin after changing dependencies in pyproject.toml (keeps every pin that still fits; --upgrade for new ones).
 lock: | $(UV)

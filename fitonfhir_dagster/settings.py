@@ -144,6 +144,10 @@ class Settings:
     audience: str = ""  # required `aud` of bearer JWTs
     state_secret: str = field(default="", repr=False)  # HMAC key for OAuth state; "" = key file in home
     postgres_url: str = field(default="", repr=False)  # users table on PostgreSQL (holds a password)
+    # throughput of a run (pipeline/runner.py)
+    import_workers: int = 4  # users imported side by side in one run
+    project_max_requests_per_minute: int = 3000  # Fit API ceiling shared by those users; <= 0 unlimited
+    fhir_verify: bool = False  # True: re-read FHIR even when a user-day's messages did not change
 
     @property
     def uses_sandbox(self) -> bool:
@@ -246,4 +250,9 @@ class Settings:
             audience=audience,
             state_secret=env.get("FITONFHIR_STATE_SECRET", ""),
             postgres_url=env.get("FITONFHIR_POSTGRES_URL", "").strip(),
+            import_workers=_int(env, "FITONFHIR_IMPORT_WORKERS", 4, minimum=1),
+            project_max_requests_per_minute=_int(
+                env, "FITONFHIR_PROJECT_MAX_REQUESTS_PER_MINUTE", 3000, minimum=-(2**31)
+            ),
+            fhir_verify=_bool(env, "FITONFHIR_FHIR_VERIFY", default=False),
         )

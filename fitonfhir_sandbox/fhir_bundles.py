@@ -211,6 +211,30 @@ def _run_transaction_entry(store: FhirStore, entry: Entry, minimal: bool) -> dic
     return _run_single(store, entry, minimal)
 
 
+def _plain_reads(raw_entries: list[Any]) -> tuple[str, list[str]] | None:
+    """(type, ids) when every entry is a plain ``GET Type/id`` of one type, else None."""
+    rtype, ids = None, []
+    for raw in raw_entries:
+        request = raw.get("request") if isinstance(raw, dict) else None
+        if not isinstance(request, dict) or str(request.get("method") or "").upper() != "GET":
+            return None
+        url = str(request.get("url") or "")
+        parts = url.split("/")
+        if "?" in url or len(parts) != 2 or (rtype is not None and parts[0] != rtype):
+            return None
+        rtype = parts[0]
+        ids.append(parts[1])
+    if rtype is None:
+        return None
+    try:
+        check_type(rtype)
+        for rid in ids:
+            check_id(rid)
+    except FhirProblem:
+        return None  # the general path reports it per entry
+    return rtype, ids
+
+
 def process_bundle(store: FhirStore, body: Any, minimal: bool = False) -> dict[str, Any]:
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
         raise FhirProblem(400, "POST to the base URL needs a Bundle of type transaction or batch")
@@ -231,6 +255,12 @@ def process_bundle(store: FhirStore, body: Any, minimal: bool = False) -> dict[s
             except FhirProblem as problem:
                 raise problem.with_prefix(f"Bundle.entry[{index}]") from None
         with store.transaction():
+            by_type: dict[str, list[str]] = {}
+            for entry in entries:
+                if entry.method == "PUT" and entry.rid is not None:
+                    by_type.setdefault(entry.rtype, []).append(entry.rid)
+            for rtype, ids in by_type.items():
+                store.prefetch(rtype, ids)  # one query instead of one per entry
             mapping = _resolve_identities(store, entries)
             for entry in entries:
                 if mapping and entry.resource is not None:
@@ -241,6 +271,9 @@ def process_bundle(store: FhirStore, body: Any, minimal: bool = False) -> dict[s
                 except FhirProblem as problem:
                     raise problem.with_prefix(f"Bundle.entry[{entry.index}]") from None
     else:
+        reads = _plain_reads(raw_entries)
+        if reads is not None:  # a batch of reads by id (read-before-write): one query
+            return {"resourceType": "Bundle", "type": "batch-response", "entry": store.read_entries(*reads)}
         with store.transaction():
             for index, raw in enumerate(raw_entries):
                 try:

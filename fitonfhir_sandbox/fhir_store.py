@@ -3,7 +3,10 @@
 One connection guarded by a lock (the sandbox is a loopback test double, not a database server); every
 write and every Bundle runs in one SQLite transaction, so a transaction Bundle is all-or-nothing.
 A PUT whose content equals the stored version is a no-op: no new version, same ETag (re-runs are
-visibly idempotent).
+visibly idempotent), and it is compared before it is validated (stored content was validated when it
+was written). Inside a transaction the rows to write are buffered and written with ``executemany`` at
+the end (reads of a buffered resource see it; searches flush first), and the current rows of a Bundle's
+PUT targets are read with one query (:meth:`FhirStore.prefetch`).
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ class FhirStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        # inside ``transaction``: rows known for this transaction (type, id) -> (version, deleted, json)
+        self._rows: dict[tuple[str, str], tuple[int, bool, dict[str, Any] | None] | None] | None = None
+        self._pending: list[tuple[str, str, int, str, bytes, dict[str, Any]]] = []
 
     def close(self) -> None:
         with self._lock:
@@ -86,20 +92,74 @@ class FhirStore:
         """One SQLite transaction; any exception rolls every write in it back."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
+            self._rows, self._pending = {}, []
             try:
                 yield
+                self._flush()
             except BaseException:
+                self._pending = []
+                self._rows = None
                 self._conn.execute("ROLLBACK")
                 raise
+            self._rows = None
             self._conn.execute("COMMIT")
+
+    def prefetch(self, rtype: str, ids: list[str]) -> None:
+        """Read the current rows of ``ids`` with one query per 500 (inside ``transaction``)."""
+        if self._rows is None:
+            return
+        wanted = [i for i in dict.fromkeys(ids) if (rtype, i) not in self._rows]
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            for i in part:
+                self._rows[(rtype, i)] = None
+            sql = f"SELECT id, version, deleted, json FROM resources WHERE type = ? AND id IN ({','.join('?' * len(part))})"  # noqa: S608
+            for rid, version, deleted, blob in self._conn.execute(sql, [rtype, *part]):
+                self._rows[(rtype, rid)] = (int(version), bool(deleted), orjson.loads(blob) if blob else None)
+
+    def _flush(self) -> None:
+        """Write the buffered rows: resources, history and search index, each with one executemany."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        rows = [(t, i, v, stamp, blob) for t, i, v, stamp, blob, _ in pending]
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO resources (type, id, version, last_updated, deleted, json) VALUES (?,?,?,?,0,?)",
+            rows,
+        )
+        self._conn.executemany(
+            "INSERT INTO history (type, id, version, last_updated, deleted, json) VALUES (?,?,?,?,0,?)", rows
+        )
+        owners = [(t, i) for t, i, *_ in pending]
+        self._conn.executemany("DELETE FROM tokens WHERE type = ? AND id = ?", owners)
+        self._conn.executemany("DELETE FROM dates WHERE type = ? AND id = ?", owners)
+        tokens: list[tuple[Any, ...]] = []
+        dates: list[tuple[Any, ...]] = []
+        for rtype, rid, _, _, _, stored in pending:
+            index = index_rows(stored)
+            tokens.extend((rtype, rid, p, sy, v) for p, sy, v in index.tokens)
+            dates.extend((rtype, rid, p, st, e) for p, st, e in index.dates)
+        if tokens:
+            self._conn.executemany(
+                "INSERT INTO tokens (type, id, param, system, value) VALUES (?,?,?,?,?)", tokens
+            )
+        if dates:
+            self._conn.executemany(
+                "INSERT INTO dates (type, id, param, start, end_) VALUES (?,?,?,?,?)", dates
+            )
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested unit inside ``transaction`` (one batch entry)."""
+        self._flush()
         self._conn.execute("SAVEPOINT entry")
         try:
             yield
+            self._flush()
         except BaseException:
+            self._pending = []
+            if self._rows is not None:
+                self._rows.clear()  # rows read or written inside the entry may be rolled back
             self._conn.execute("ROLLBACK TO entry")
             self._conn.execute("RELEASE entry")
             raise
@@ -108,6 +168,8 @@ class FhirStore:
     # ------------------------------------------------------------------ reads
 
     def _row(self, rtype: str, rid: str) -> tuple[int, bool, dict[str, Any] | None] | None:
+        if self._rows is not None and (rtype, rid) in self._rows:
+            return self._rows[(rtype, rid)]
         row = self._conn.execute(
             "SELECT version, deleted, json FROM resources WHERE type = ? AND id = ?", (rtype, rid)
         ).fetchone()
@@ -125,6 +187,30 @@ class FhirStore:
         if row[1] or row[2] is None:
             raise FhirProblem(410, f"{rtype}/{rid} was deleted", code="deleted")
         return row[2]
+
+    def read_entries(self, rtype: str, ids: list[str]) -> list[dict[str, Any]]:
+        """batch-response entries for ``GET rtype/id`` of each id, read with one query per 500 ids."""
+        found: dict[str, tuple[bool, dict[str, Any] | None]] = {}
+        unique = list(dict.fromkeys(ids))
+        with self._lock:
+            for start in range(0, len(unique), 500):
+                part = unique[start : start + 500]
+                sql = f"SELECT id, deleted, json FROM resources WHERE type = ? AND id IN ({','.join('?' * len(part))})"  # noqa: S608
+                for rid, deleted, blob in self._conn.execute(sql, [rtype, *part]):
+                    found[rid] = (bool(deleted), orjson.loads(blob) if blob else None)
+        entries = []
+        for rid in ids:
+            deleted, resource = found.get(rid, (False, None))
+            if resource is None or deleted:
+                status, code = ("410", "deleted") if deleted else ("404", "not-found")
+                problem = FhirProblem(
+                    int(status), f"{rtype}/{rid} {'was deleted' if deleted else 'not found'}", code=code
+                )
+                entries.append({"response": {"status": status, "outcome": problem.outcome()}})
+                continue
+            version = resource["meta"]["versionId"]
+            entries.append({"response": {"status": "200 OK", "etag": f'W/"{version}"'}, "resource": resource})
+        return entries
 
     def vread(self, rtype: str, rid: str, vid: str) -> dict[str, Any]:
         check_type(rtype)
@@ -163,6 +249,7 @@ class FhirStore:
             return self._search(rtype, query)
 
     def _search(self, rtype: str, query: SearchQuery) -> tuple[list[dict[str, Any]], int | None, SearchQuery]:
+        self._flush()
         where = " AND ".join(query.where)
         args = [rtype, *query.args]
         total = None
@@ -201,15 +288,12 @@ class FhirStore:
         meta["lastUpdated"] = stamp
         stored = {**resource, "id": rid, "meta": meta}
         blob = orjson.dumps(stored)
-        self._conn.execute(
-            "INSERT OR REPLACE INTO resources (type, id, version, last_updated, deleted, json) VALUES (?,?,?,?,0,?)",
-            (rtype, rid, version, stamp, blob),
-        )
-        self._conn.execute(
-            "INSERT INTO history (type, id, version, last_updated, deleted, json) VALUES (?,?,?,?,0,?)",
-            (rtype, rid, version, stamp, blob),
-        )
-        self._reindex(rtype, rid, stored)
+        if self._rows is None:  # outside a transaction (not used by the HTTP app): write through
+            with self.transaction():
+                self._pending.append((rtype, rid, version, stamp, blob, stored))
+            return stored
+        self._pending.append((rtype, rid, version, stamp, blob, stored))
+        self._rows[(rtype, rid)] = (version, False, stored)
         return stored
 
     def _reindex(self, rtype: str, rid: str, resource: Mapping[str, Any] | None) -> None:
@@ -248,7 +332,8 @@ class FhirStore:
 
     def update_in_tx(self, rtype: str, rid: str, body: Any, if_match: str | None = None) -> Written:
         check_id(rid)
-        validate_resource(body, rtype)
+        if not isinstance(body, dict) or body.get("resourceType") != rtype:
+            validate_resource(body, rtype)  # raises the precise problem
         if body.get("id") not in (None, rid):
             raise FhirProblem(
                 400,
@@ -273,6 +358,7 @@ class FhirStore:
             )
         if live and content_of(body) == content_of(row[2]):  # type: ignore[index,arg-type]
             return Written(200, row[2], changed=False)  # type: ignore[index,arg-type]
+        validate_resource(body, rtype)
         version = row[0] + 1 if row is not None else 1
         return Written(200 if live else 201, self._store(rtype, rid, body, version), changed=True)
 
@@ -299,7 +385,10 @@ class FhirStore:
     def delete_in_tx(self, rtype: str, rid: str) -> None:
         check_type(rtype)
         check_id(rid)
+        self._flush()
         row = self._row(rtype, rid)
+        if self._rows is not None:
+            self._rows.pop((rtype, rid), None)
         if row is None or row[1]:
             return  # deleting what is not there succeeds (idempotent)
         version, stamp = row[0] + 1, now_instant()

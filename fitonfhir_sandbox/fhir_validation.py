@@ -1,8 +1,22 @@
-"""Structural validation of written resources with the fhir.resources R4B models (DESIGN section 8)."""
+"""Structural validation of written resources with the fhir.resources R4B models (DESIGN section 8).
+
+The R4B models validate about a thousand Observations a second, far slower than anything else on the
+write path, while an import writes thousands of Observations of the same few shapes. So a resource whose
+*validation skeleton* has passed before is accepted without running the models again. The skeleton keeps
+the structure exactly (resource type, keys, nesting, list lengths, JSON types) and replaces each primitive
+by its validation class: for a string, which FHIR primitive patterns it matches (string, code, id, uri,
+date, dateTime, instant, time, decimal, integer, base64, ...), whether it parses as an ISO date/time and
+whether it fits an id's length; strings that look like URLs are kept as they are; for a number, its
+ranges and its decimal form. Two resources with equal skeletons get the same answer from the models, so
+every write is still validated; only failures are never cached (they are re-validated for their message).
+"""
 
 from __future__ import annotations
 
+import math
 import re
+import threading
+from datetime import date, datetime, time
 from functools import lru_cache
 from typing import Any
 
@@ -75,6 +89,103 @@ def _element_path(resource_type: str, loc: tuple[Any, ...]) -> str:
     return path
 
 
+def _primitive_patterns() -> tuple[re.Pattern[str], ...]:
+    import fhir_core.types as types
+
+    found: dict[str, re.Pattern[str]] = {}
+    for name in dir(types):
+        cls = getattr(types, name)
+        if not isinstance(cls, type):
+            continue
+        for attr in ("pattern", "regex"):
+            value = getattr(cls, attr, None)
+            if isinstance(value, str):
+                value = re.compile(value)
+            if isinstance(value, re.Pattern):
+                found.setdefault(value.pattern, value)
+    for extra in (  # patterns the library builds inside functions, and the uuid/id forms
+        r"[ \r\n\t\S]+",
+        r"^[^\s]+(\s[^\s]+)*$",
+        r"^[A-Za-z0-9\-.]{1,64}$",
+        r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+    ):
+        found.setdefault(extra, re.compile(extra))
+    return tuple(found[k] for k in sorted(found))
+
+
+def _fullmatch_only() -> frozenset[str]:
+    """Patterns fhir_core applies with ``fullmatch`` only (their unanchored search never decides)."""
+    import fhir_core.types as types
+
+    return frozenset(getattr(types, name).pattern.pattern for name in ("Date", "DateTime", "Instant", "Time"))
+
+
+_PATTERNS = _primitive_patterns()
+_SEARCHED = tuple(p for p in _PATTERNS if p.pattern not in _fullmatch_only())
+_DECIMAL = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+_MAX_STRING_CLASSES = 50_000
+_MAX_SKELETONS = 20_000
+_string_classes: dict[str, Any] = {}
+_valid_skeletons: set[Any] = set()
+_cache_lock = threading.Lock()
+
+
+def _parses(value: str) -> tuple[bool, bool, bool]:
+    results = []
+    for kind in (date, datetime, time):
+        try:
+            kind.fromisoformat(value.replace("Z", "+00:00"))
+            results.append(True)
+        except ValueError:
+            results.append(False)
+    return results[0], results[1], results[2]
+
+
+def _string_class(value: str) -> Any:
+    known = _string_classes.get(value)
+    if known is not None:
+        return known
+    if "://" in value or len(value) > 4096:
+        cls: Any = ("s=", value)  # URLs (validated as such by some types) and huge strings: as they are
+    else:
+        matches = 0
+        for bit, pattern in enumerate(_PATTERNS):
+            if pattern.fullmatch(value):
+                matches |= 1 << bit
+        for bit, pattern in enumerate(_SEARCHED, start=len(_PATTERNS)):
+            if pattern.search(value):
+                matches |= 1 << bit
+        cls = (
+            "s",
+            matches,
+            _parses(value) if value[:1].isdigit() else None,
+            len(value) <= 64,
+            value == value.strip(),
+        )
+    if len(_string_classes) >= _MAX_STRING_CLASSES:
+        _string_classes.clear()
+    _string_classes[value] = cls
+    return cls
+
+
+def _skeleton(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return ("d", tuple([(k, _skeleton(v)) for k, v in value.items()]))  # key order: a miss at worst
+    if kind is list:
+        return ("l", tuple(_skeleton(v) for v in value))
+    if kind is str:
+        return _string_class(value)
+    if kind is bool or value is None:
+        return (kind.__name__,)
+    if kind is int:
+        return ("i", value > 0, value >= 0, -(2**31) <= value < 2**31, -(2**63) < value < 2**63)
+    if kind is float:
+        text = str(value)
+        return ("f", bool(_DECIMAL.fullmatch(text)), math.isfinite(value), value.is_integer(), "e" in text)
+    return ("?", kind.__name__, repr(value))  # not JSON: never equal to a valid skeleton's part by accident
+
+
 def validate_resource(body: Any, resource_type: str) -> None:
     """Raise FhirProblem(400) naming each failing element; ``resource_type`` is what the URL says."""
     if not isinstance(body, dict):
@@ -91,6 +202,9 @@ def validate_resource(body: Any, resource_type: str) -> None:
         raise FhirProblem(
             400, f"Invalid {resource_type}.id {str(body['id'])[:80]!r}", expression=[f"{resource_type}.id"]
         )
+    skeleton = (resource_type, _skeleton(body))
+    if skeleton in _valid_skeletons:
+        return
     try:
         resource_model(resource_type).model_validate(body)
     except ValidationError as exc:
@@ -108,3 +222,7 @@ def validate_resource(body: Any, resource_type: str) -> None:
         raise FhirProblem(
             400, "; ".join(str(i["diagnostics"]) for i in issues), "structure", issues=issues
         ) from None
+    with _cache_lock:
+        if len(_valid_skeletons) >= _MAX_SKELETONS:
+            _valid_skeletons.clear()
+        _valid_skeletons.add(skeleton)

@@ -477,6 +477,8 @@ def dataset(
     first_day = max(_day_of(start_ns // NS_PER_MS), (DATA_START - _EPOCH).days)
     last_day = min(_day_of(end_ns // NS_PER_MS), _day_of(now_ms))
     newest_first: list[StreamPoint] = []
+    if cursor is not None:  # days that start after the cursor hold no point of this page: not generated
+        last_day = min(last_day, _day_of(cursor[0]))
     for day in range(last_day, first_day - 1, -1):
         points = _stream_day(sub, stream_id, type_name, day, heavy)
         keys = _stream_day_keys(sub, stream_id, type_name, day, heavy)

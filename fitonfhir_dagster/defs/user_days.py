@@ -1,25 +1,26 @@
-"""The import of a range of (day, user) keys: fetch -> device messages -> Observations, key by key.
+"""The import of a range of (day, user) keys: fetch -> device messages -> Observations.
 
 One multi-asset instead of three chained assets so that a failing user never blocks the others of a run:
-each key goes through every selected step before the next key starts, failures are isolated per key, the
-keys that succeeded are materialized, and only then does the step fail naming the failed keys.
-`can_subset` keeps every asset materializable alone; each step reads only what the previous one archived.
-ARCHITECTURE.md gives the measured reasons for one multi-asset rather than three assets.
+``pipeline.runner`` takes each user's days through every selected step (users side by side, one window
+fetch per user), each user-day is materialized as soon as it is done, failures stay with their user-day,
+and only at the end does the step fail naming the failed keys. `can_subset` keeps every asset
+materializable alone; each step reads only what the previous one archived. ARCHITECTURE.md gives the
+measured reasons for one multi-asset rather than three assets.
 
 No `from __future__ import annotations` here: Dagster inspects the context annotations at runtime.
 """
 
-from collections.abc import Callable, Iterator
+import time
+import traceback
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import dagster as dg
 
-from ..pipeline.conversion_templates import templates_for_conversion
-from ..pipeline.datasets import fetch_user_day
-from ..pipeline.messages import build_user_day_messages
-from ..pipeline.observations import convert_user_day
-from ..pipeline.step_errors import TransientUserDayError, UserDayError
+from ..pipeline.conversion_templates import stored_templates_digest, templates_for_conversion
+from ..pipeline.runner import DEVICE_MESSAGES, FHIR_OBSERVATIONS, FIT_DATASETS, STEPS, iter_user_days
+from ..pipeline.step_errors import UserDayError, UserNotImportable
 from ..settings import Settings
 from .catalog import OWNERS, TAGS, code_reference, definition_metadata
 from .checks import CHECK_SPECS, datasets_checks, messages_checks, observations_checks
@@ -37,7 +38,10 @@ from .resources import (
     open_ports,
 )
 
-FIT_DATASETS, DEVICE_MESSAGES, FHIR_OBSERVATIONS = "fit_datasets", "device_messages", "fhir_observations"
+CHECKS_NEED_KEYS = (
+    "The checks of fit_datasets, device_messages and fhir_observations are computed while user-days are"
+    " imported; run them by materializing a partition or a range (Materialize, or a backfill), not alone."
+)
 IMPORT_JOB = "user_day_import"
 GROUP = "fit_on_fhir"
 
@@ -68,6 +72,7 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
         specs=[
             dg.AssetSpec(
                 FIT_DATASETS,
+                skippable=True,  # materialized per user-day as each finishes (AssetMaterialization)
                 description="Every selected Google Fit stream of the user for the UTC day, archived as fetched.",
                 kinds={"googlefit", "json"} | archive_kind,
                 metadata=metadata,
@@ -77,6 +82,7 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
             ),
             dg.AssetSpec(
                 DEVICE_MESSAGES,
+                skippable=True,
                 deps=[FIT_DATASETS],
                 description="MedTech device messages (one per dataset page), archived as NDJSON; sent to Event"
                 " Hub when configured.",
@@ -90,6 +96,7 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
             ),
             dg.AssetSpec(
                 FHIR_OBSERVATIONS,
+                skippable=True,
                 deps=[DEVICE_MESSAGES, "medtech_templates"],
                 description="Observations built with MedTech's rules, written to the FHIR server (no-op if"
                 " unchanged).",
@@ -118,97 +125,107 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
         fhir_server: FhirServerResource,
         event_hub: EventHubResource,
     ) -> Iterator[Any]:
+        if not (context.has_partition_key or context.has_partition_key_range):
+            raise dg.Failure(description=CHECKS_NEED_KEYS, allow_retries=False)
         selected = {key.to_user_string() for key in context.selected_asset_keys}
+        steps = [step for step in STEPS if step in selected]
         ports = open_ports(google_fit, import_options, users_table, token_vault, archive)
         publisher = event_hub.publisher() if DEVICE_MESSAGES in selected else None
         fhir: Any = None
         templates: Any = None
+        digest = None
         if FHIR_OBSERVATIONS in selected:  # compiled once per run
             fhir, templates = fhir_server.client(), templates_for_conversion(ports)
+            digest = stored_templates_digest(ports)
 
-        datasets: dict[str, Any] = {}
-        messages: dict[str, Any] = {}
-        observations: dict[str, Any] = {}
+        keys = {split_user_day(key): key for key in context.partition_keys}
+        done: dict[str, dict[str, Any]] = {step: {} for step in steps}
         failed: dict[str, UserDayError] = {}
-        for key in context.partition_keys:
-            day, user = split_user_day(key)
-            step = ""
-            try:
-                if FIT_DATASETS in selected:
-                    step = FIT_DATASETS
-                    datasets[key] = fetch_user_day(ports, day, user)
-                if DEVICE_MESSAGES in selected:
-                    step = DEVICE_MESSAGES
-                    messages[key] = build_user_day_messages(ports, day, user, publisher)
-                if FHIR_OBSERVATIONS in selected:
-                    step = FHIR_OBSERVATIONS
-                    observations[key] = convert_user_day(ports, fhir, templates, day, user)
-            except UserDayError as err:
-                failed[key] = err
-            except Exception as exc:  # an SDK or storage failure of one key must not lose the others
-                context.log.exception(f"{step} failed for {key}")
-                failed[key] = TransientUserDayError(user, day, f"{step}: {type(exc).__name__}: {exc}")
-            if key in failed:
-                context.log.error(str(failed[key]))
+        clock = UserClock()
+        # Each user-day is materialized as soon as it is done, so the backfill page moves during the run.
+        # If the run is terminated, leaving this loop stops the workers after their current user-day.
+        for outcome in iter_user_days(
+            ports, keys, steps, fhir=fhir, templates=templates, templates_digest=digest, publisher=publisher
+        ):
+            key = keys[(outcome.day, outcome.user_key)]
+            for step, summary in outcome.summaries.items():
+                done[step][key] = summary
+                yield dg.AssetMaterialization(
+                    step, partition=key, metadata=step_metadata(step, summary, digest)
+                )
+            seconds = clock.lap(outcome.user_key)
+            if outcome.error is None:
+                context.log.info(progress_line(key, outcome.summaries, seconds))
+            elif isinstance(outcome.error, UserNotImportable):
+                # Expected: the user revoked or must onboard again. One line, and the earlier
+                # materializations of these days stay as they are (the step does not fail for it).
+                context.log.warning(f"not imported: {outcome.error}")
+                for step in steps:
+                    yield dg.AssetObservation(
+                        step, partition=key, metadata={"not_imported": str(outcome.error)}
+                    )
+            else:
+                failed[key] = outcome.error
+                if outcome.cause is not None:
+                    trace = "".join(traceback.format_exception(outcome.cause))
+                    context.log.error(f"{key} failed unexpectedly:\n{trace}")
+                context.log.error(str(outcome.error))
 
-        if failed:
-            yield from _materialize_then_fail(selected, datasets, messages, observations, failed)
-            return
+        # Check results for the keys that succeeded, recorded even when other keys failed.
         checks = {check.name for check in context.selected_asset_check_keys}
+        results: list[dg.AssetCheckResult] = []
         if FIT_DATASETS in selected:
-            record_metadata(context, FIT_DATASETS, datasets, datasets_metadata)
-            yield checked(FIT_DATASETS, datasets_checks(datasets), checks)
+            results += datasets_checks(done[FIT_DATASETS])
         if DEVICE_MESSAGES in selected:
-            record_metadata(context, DEVICE_MESSAGES, messages, messages_metadata)
-            yield checked(DEVICE_MESSAGES, messages_checks(messages), checks)
+            results += messages_checks(done[DEVICE_MESSAGES])
         if FHIR_OBSERVATIONS in selected:
-            record_metadata(context, FHIR_OBSERVATIONS, observations, observations_metadata)
-            yield checked(FHIR_OBSERVATIONS, observations_checks(observations, fhir), checks)
+            results += observations_checks(done[FHIR_OBSERVATIONS], fhir)
+        yield from (r for r in results if r.check_name in checks)
+        if failed:
+            total = len({key for summaries in done.values() for key in summaries} | set(failed))
+            raise dg.Failure(
+                description=f"{len(failed)} of {total} user-days failed:\n"
+                + "\n".join(str(e) for e in failed.values()),
+                metadata={"failed_partitions": dg.MetadataValue.json(sorted(failed))},
+                allow_retries=any(err.retryable for err in failed.values()),
+            )
 
     return user_day_steps
 
 
-def record_metadata(
-    context: dg.AssetExecutionContext, asset: str, summaries: dict[str, Any], metadata: Callable[[Any], Any]
-) -> None:
-    for key, summary in summaries.items():
-        context.add_asset_metadata(metadata(summary), asset_key=asset, partition_key=key)
+def step_metadata(step: str, summary: Any, templates_hash: str | None) -> dict[str, dg.MetadataValue]:
+    if step == FIT_DATASETS:
+        return datasets_metadata(summary)
+    if step == DEVICE_MESSAGES:
+        return messages_metadata(summary)
+    return observations_metadata(summary) | {"template_hash": dg.MetadataValue.text(templates_hash or "")}
 
 
-def checked(
-    asset: str, results: list[dg.AssetCheckResult], selected_checks: set[str]
-) -> dg.MaterializeResult:
-    return dg.MaterializeResult(
-        asset_key=asset, check_results=[r for r in results if r.check_name in selected_checks]
-    )
+class UserClock:
+    """Seconds since the previous user-day of the same user finished (users run side by side)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.last: dict[str, float] = {}
+
+    def lap(self, user_key: str) -> float:
+        now = time.monotonic()
+        seconds = now - self.last.get(user_key, self.started)
+        self.last[user_key] = now
+        return seconds
 
 
-def _materialize_then_fail(
-    selected: set[str],
-    datasets: dict[str, Any],
-    messages: dict[str, Any],
-    observations: dict[str, Any],
-    failed: dict[str, UserDayError],
-) -> Iterator[Any]:
-    """Record what succeeded (per step and key), then fail naming the failed keys; retry only if useful."""
-    done: list[tuple[str, dict[str, Any], Callable[[Any], Any]]] = [
-        (FIT_DATASETS, datasets, datasets_metadata),
-        (DEVICE_MESSAGES, messages, messages_metadata),
-        (FHIR_OBSERVATIONS, observations, observations_metadata),
-    ]
-    succeeded: set[str] = set()
-    for asset, summaries, metadata in done:
-        if asset in selected:
-            for key, summary in summaries.items():
-                yield dg.AssetMaterialization(asset, partition=key, metadata=metadata(summary))
-            succeeded |= set(summaries)
-    total = len(succeeded | set(failed))
-    raise dg.Failure(
-        description=f"{len(failed)} of {total} user-days failed:\n"
-        + "\n".join(str(e) for e in failed.values()),
-        metadata={"failed_partitions": dg.MetadataValue.json(sorted(failed))},
-        allow_retries=any(err.retryable for err in failed.values()),
-    )
+def progress_line(key: str, summaries: dict[str, Any], seconds: float) -> str:
+    """One INFO line per finished user-day: what a data engineer watches during a long run."""
+    parts = [key]
+    if FIT_DATASETS in summaries:
+        parts.append(f"{summaries[FIT_DATASETS].points} points")
+    if DEVICE_MESSAGES in summaries:
+        parts.append(f"{summaries[DEVICE_MESSAGES].messages} messages")
+    if FHIR_OBSERVATIONS in summaries:
+        obs = summaries[FHIR_OBSERVATIONS]
+        parts.append(f"{obs.created + obs.updated} Observations written ({obs.observations} in all)")
+    return ", ".join(parts) + f", {seconds:.1f} s"
 
 
 @dg.definitions

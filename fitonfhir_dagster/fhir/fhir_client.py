@@ -80,7 +80,13 @@ class FhirClient:
         self.base_url = base_url.rstrip("/") + "/"
         self._origin = (parts.scheme, parts.netloc)
         self.auth = auth
-        self.session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            # several users and several chunks of one user-day are in flight at once (pipeline.runner)
+            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.bundle_size = bundle_size
@@ -241,6 +247,25 @@ class FhirClient:
                 found[str(resource["id"])] = resource
         return found
 
+    def read_batch(
+        self, resource_type: str, ids: Iterable[str], chunk_size: int | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Existing resources by id, ``bundle_size`` ids per request: a batch Bundle of GET entries
+        (no URL-length limit, unlike ``_id=`` searches). Missing ids (404/410) are simply absent."""
+        unique = list(dict.fromkeys(ids))
+        found: dict[str, dict[str, Any]] = {}
+        for part in bundles.chunks(unique, chunk_size or self.bundle_size):
+            entries = [{"request": {"method": "GET", "url": f"{resource_type}/{rid}"}} for rid in part]
+            for rid, result in zip(part, self.batch(entries), strict=True):
+                if result.status in (404, 410):
+                    continue
+                if not result.ok or result.resource is None:
+                    raise error_for(
+                        result.status, "GET", f"{resource_type}/{rid}", result.outcome, "batch read failed"
+                    )
+                found[str(result.resource.get("id", rid))] = result.resource
+        return found
+
     def find_by_identifier(self, resource_type: str, system: str | None, value: str) -> list[dict[str, Any]]:
         """Resources whose identifier matches exactly (some servers match only a prefix of long values)."""
         matches = self.search(resource_type, {"identifier": bundles.identifier_token(system, value)})
@@ -308,23 +333,31 @@ class FhirClient:
 
     # ------------------------------------------------------------------ bundles
 
-    def transaction(self, entries: Sequence[Mapping[str, Any]]) -> list[EntryResult]:
+    def transaction(self, entries: Sequence[Mapping[str, Any]], minimal: bool = False) -> list[EntryResult]:
         """All-or-nothing per chunk of ``bundle_size`` entries (chunks commit one after the other).
 
         A failed chunk raises (412 -> PreconditionFailed: re-read and merge); earlier chunks stay written,
-        which is safe because re-running the same entries is idempotent.
+        which is safe because re-running the same entries is idempotent. ``minimal`` asks the server to
+        leave the written resources out of its answer (``Prefer: return=minimal``; statuses stay).
         """
-        return self._send_bundles("transaction", entries)
+        return self._send_bundles("transaction", entries, minimal)
 
     def batch(self, entries: Sequence[Mapping[str, Any]]) -> list[EntryResult]:
         """Independent entries; each result says its own status (failures are returned, not raised)."""
         return self._send_bundles("batch", entries)
 
-    def _send_bundles(self, kind: str, entries: Sequence[Mapping[str, Any]]) -> list[EntryResult]:
+    def _send_bundles(
+        self, kind: str, entries: Sequence[Mapping[str, Any]], minimal: bool = False
+    ) -> list[EntryResult]:
         results: list[EntryResult] = []
+        headers = {"Prefer": "return=minimal"} if minimal else None
         for part in bundles.chunks(list(entries), self.bundle_size):
             response = self._request(
-                "POST", "", body=bundles.bundle(kind, part), idempotent=all(map(_repeatable_entry, part))
+                "POST",
+                "",
+                body=bundles.bundle(kind, part),
+                headers=headers,
+                idempotent=all(map(_repeatable_entry, part)),
             )
             body = self._json(response, "POST")
             if body.get("type") != f"{kind}-response":

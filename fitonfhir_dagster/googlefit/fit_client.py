@@ -6,10 +6,11 @@ one token refresh and one retry. Responses are parsed with orjson and converted 
 
 from __future__ import annotations
 
+import bisect
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -30,7 +31,7 @@ from .fit_errors import (
     ResponseNotJson,
     TransientFitError,
 )
-from .ratelimit import RequestLimiter
+from .ratelimit import Limiter, RequestLimiter
 from .retry import RetryPolicy, Sleep, is_retryable_status
 from .token_refresh import OnRefreshToken, UserTokens
 from .wire import BadPoint, BadPointMode, parse_dataset, paused_gc, supply_missing_fields
@@ -83,6 +84,7 @@ class DayFetch:
     end_ns: int
     streams: dict[str, list[DatasetPage]]
     stats: FetchStats
+    window_stats: FetchStats | None = None  # totals of the whole window read (window fetches only)
 
     @property
     def pages(self) -> list[DatasetPage]:
@@ -183,7 +185,7 @@ class GoogleFitClient:
         on_refresh_token: OnRefreshToken | None = None,
         session: requests.Session | None = None,
         retry_policy: RetryPolicy | None = None,
-        limiter: RequestLimiter | None = None,
+        limiter: Limiter | None = None,
         sleep: Sleep = time.sleep,
         timeout: float = 30.0,
         bad_points: BadPointMode = "raise",
@@ -338,15 +340,29 @@ class GoogleFitClient:
         Google applies ``limit`` from the END of the range, so page 0 holds the newest points and each
         ``nextPageToken`` walks towards older ones.
         """
+        return list(
+            self.iter_dataset_pages(stream_id, start_ns, end_ns, limit, bad_points=bad_points, stats=stats)
+        )
+
+    def iter_dataset_pages(
+        self,
+        stream_id: str,
+        start_ns: int,
+        end_ns: int,
+        limit: int | None = None,
+        *,
+        bad_points: BadPointMode | None = None,
+        stats: FetchStats | None = None,
+    ) -> Iterator[DatasetPage]:
+        """:meth:`fetch_dataset_pages` one page at a time (the next page is requested when asked for)."""
         if start_ns > end_ns:
             raise ValueError(f"dataset range starts after it ends: {start_ns}-{end_ns}")
         mode = bad_points or self.bad_points
         path = f"dataSources/{quote(stream_id, safe='')}/datasets/{start_ns}-{end_ns}"
         params: dict[str, Any] = {"limit": limit or self.settings.page_limit}
-        pages: list[DatasetPage] = []
         seen_tokens: set[str] = set()
+        index = 0
         while True:
-            index = len(pages)
             response, (dataset, bad) = self._get(
                 path,
                 params,
@@ -355,17 +371,18 @@ class GoogleFitClient:
                 functools.partial(parse_dataset, stream_id=stream_id, page_index=index, mode=mode),
             )
             supplied = supply_missing_fields(dataset, stream_id=stream_id, start_ns=start_ns, end_ns=end_ns)
-            pages.append(DatasetPage(stream_id, index, dataset, bad, len(response.content), supplied))
             self._count(stats, pages=1, bad_points=len(bad), supplied_fields=sum(supplied.values()))
             token = dataset.get("nextPageToken")
+            yield DatasetPage(stream_id, index, dataset, bad, len(response.content), supplied)
             if not token:
-                return pages
+                return
             if not isinstance(token, str) or token in seen_tokens:
                 raise MalformedResponse(
                     f"stream {stream_id!r} page {index}: nextPageToken repeats or is invalid"
                 )
             seen_tokens.add(token)
             params = {**params, "pageToken": token}
+            index += 1
 
     def fetch_day(
         self,
@@ -393,6 +410,174 @@ class GoogleFitClient:
             )
             streams[stream_id] = assign_to_day(pages, start_ns, end_ns, stats)
         return DayFetch(day, start_ns, end_ns, streams, stats)
+
+    def fetch_window(
+        self,
+        first_day: date,
+        last_day: date,
+        sources: Iterable[Mapping[str, Any] | str],
+        *,
+        limit: int | None = None,
+        bad_points: BadPointMode | None = None,
+    ) -> Iterator[DayFetch]:
+        """Every day of ``[first_day 00:00, last_day + 1 00:00)`` with ONE paged read per stream.
+
+        Yields one :class:`DayFetch` per day, newest day first, as soon as every stream's pages have gone
+        past that day, so only about one day of points is held at a time (pages come newest first). The
+        points of each day are the ones :meth:`fetch_day` would keep for it: a point belongs to the day it
+        STARTS in (a point crossing midnight once, by its start day), points starting before the window
+        are dropped (``outside_day`` of the first day), identical points are kept once. Each day's pages
+        are the window pages' slices for that day, their ``minStartTimeNs``/``maxEndTimeNs`` the day's
+        range. Window-wide counters (api_calls, retries, bytes) are shared out over the days so that
+        they add up; ``window_stats`` of each DayFetch holds the totals so far.
+        """
+        if first_day > last_day:
+            raise ValueError(f"window starts after it ends: {first_day}..{last_day}")
+        if first_day == last_day:
+            yield self.fetch_day(first_day, sources, limit=limit, bad_points=bad_points)
+            return
+        window_start, _ = day_window_ns(first_day)
+        _, window_end = day_window_ns(last_day)
+        n_days = (last_day - first_day).days + 1
+        days = [first_day + timedelta(days=i) for i in range(n_days)]
+        bounds = [day_window_ns(d) for d in days]
+        starts = [b[0] for b in bounds]
+        stats = FetchStats()  # window totals
+        buckets: list[_DayBucket | None] = [_DayBucket() for _ in days]
+        pagers: dict[str, Iterator[DatasetPage]] = {}
+        frontier: dict[str, float] = {}  # min endTimeNanos seen per stream; -inf when exhausted
+        for source in sources:
+            stream_id = _stream_id(source)
+            pagers[stream_id] = self.iter_dataset_pages(
+                stream_id, window_start, window_end, limit, bad_points=bad_points, stats=stats
+            )
+            frontier[stream_id] = float("inf")
+            for bucket in buckets:
+                assert bucket is not None
+                bucket.streams[stream_id] = []
+        next_day = n_days - 1  # newest day not yet yielded
+        shared = _Shares(n_days)
+        while True:
+            live = [s for s, f in frontier.items() if f != float("-inf")]
+            if live:
+                stream_id = max(live, key=frontier.__getitem__)
+                page = next(pagers[stream_id], None)
+                if page is None:
+                    frontier[stream_id] = float("-inf")
+                else:
+                    with paused_gc():
+                        low = _split_page(page, window_start, starts, bounds, buckets, first_day)
+                    if low is not None:
+                        frontier[stream_id] = min(frontier[stream_id], low)
+                    if page.dataset.get("nextPageToken") is None:
+                        frontier[stream_id] = float("-inf")
+            reach = max(frontier.values(), default=float("-inf"))
+            # every stream has gone below the start of day ``next_day``: that day is complete
+            while next_day >= 0 and (reach < starts[next_day] or not live):
+                bucket = buckets[next_day]
+                assert bucket is not None
+                buckets[next_day] = None
+                yield bucket.day_fetch(days[next_day], bounds[next_day], stats, shared, next_day)
+                next_day -= 1
+            if next_day < 0:
+                return
+
+
+class _DayBucket:
+    """The points of one day of a window, per stream, as slices of the window's pages."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, list[DatasetPage]] = {}
+        self.outside = 0  # points starting before the window (first day only)
+
+    def day_fetch(
+        self, day: date, bound: tuple[int, int], totals: FetchStats, shared: _Shares, index: int
+    ) -> DayFetch:
+        stats = FetchStats(outside_day=self.outside)
+        stats.bytes = sum(page.size_bytes for pages in self.streams.values() for page in pages)
+        with paused_gc():
+            streams = {
+                stream_id: assign_to_day(pages, bound[0], bound[1], stats)
+                for stream_id, pages in self.streams.items()
+            }
+        for pages in streams.values():
+            for page in pages:
+                stats.pages += 1
+                stats.bad_points += len(page.bad_points)
+        stats.api_calls, stats.retries = shared.take(index, totals)
+        fetched = DayFetch(day, bound[0], bound[1], streams, stats)
+        fetched.window_stats = FetchStats(**totals.as_dict())
+        return fetched
+
+
+class _Shares:
+    """Shares window-wide request counters out over its days so that the days add up to the total."""
+
+    def __init__(self, n_days: int) -> None:
+        self.n_days = n_days
+        self.given = FetchStats()
+        self.left = n_days
+
+    def take(self, index: int, totals: FetchStats) -> tuple[int, int]:
+        out = []
+        for name in ("api_calls", "retries"):
+            remaining = getattr(totals, name) - getattr(self.given, name)
+            share = remaining if self.left == 1 else remaining // self.left
+            setattr(self.given, name, getattr(self.given, name) + share)
+            out.append(share)
+        self.left -= 1
+        return out[0], out[1]
+
+
+def _split_page(
+    page: DatasetPage,
+    window_start: int,
+    starts: list[int],
+    bounds: list[tuple[int, int]],
+    buckets: list[_DayBucket | None],
+    first_day: date,
+) -> float | None:
+    """Put one window page's points into the per-day buckets; returns the page's lowest endTimeNanos."""
+    per_day: dict[int, list[dict[str, Any]]] = {}
+    low: float | None = None
+    last = len(starts) - 1
+    for point in page.points:
+        start = point["startTimeNanos"]
+        end = point["endTimeNanos"]
+        if low is None or end < low:
+            low = end
+        if start < window_start:
+            bucket = buckets[0]
+            if bucket is not None:
+                bucket.outside += 1
+            continue
+        index = min(bisect.bisect_right(starts, start) - 1, last)
+        per_day.setdefault(index, []).append(point)
+    bad_by_day: dict[int, list[BadPoint]] = {}
+    for bad in page.bad_points:
+        start = bad.point.get("startTimeNanos") if isinstance(bad.point, dict) else None
+        number = int(start) if isinstance(start, str) and start.isdigit() else start
+        index = bisect.bisect_right(starts, number) - 1 if isinstance(number, int) else last
+        bad_by_day.setdefault(min(max(index, 0), last), []).append(bad)
+    for index in sorted(per_day.keys() | bad_by_day.keys()):
+        bucket = buckets[index]
+        if bucket is None:  # already yielded: cannot happen when pages come newest first
+            raise MalformedResponse(
+                f"stream {page.stream_id!r} page {page.page_index}: points of {first_day + timedelta(days=index)} "
+                "arrived after older ones; Google's newest-first paging was not followed"
+            )
+        dataset = {k: v for k, v in page.dataset.items() if k not in ("point", "nextPageToken")}
+        dataset["minStartTimeNs"], dataset["maxEndTimeNs"] = bounds[index]
+        dataset["point"] = per_day.get(index, [])
+        day_pages = bucket.streams[page.stream_id]
+        day_pages.append(DatasetPage(page.stream_id, len(day_pages), dataset, bad_by_day.get(index, []), 0))
+    if per_day:
+        # bytes: the page's size goes to the day holding most of its points
+        biggest = max(per_day, key=lambda i: len(per_day[i]))
+        bucket = buckets[biggest]
+        assert bucket is not None
+        bucket.streams[page.stream_id][-1].size_bytes = page.size_bytes
+    return low
 
 
 def assign_to_day(

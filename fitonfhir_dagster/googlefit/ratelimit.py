@@ -1,4 +1,5 @@
-"""Client-side request limiter: keeps one client under ``FITONFHIR_MAX_REQUESTS_PER_MINUTE``.
+"""Client-side request limiters: one per user (``FITONFHIR_MAX_REQUESTS_PER_MINUTE``) and one shared by
+every user of a run (``FITONFHIR_PROJECT_MAX_REQUESTS_PER_MINUTE``), chained.
 
 A token bucket: ``burst`` requests may go at once, after that one request every ``60 / max`` seconds.
 Callers reserve their slot under a lock and sleep outside it, so threads sharing a client queue up fairly
@@ -10,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -61,3 +63,21 @@ class RequestLimiter:
         if wait > 0:
             self._sleep(wait)
         return wait
+
+
+class Limiter(Protocol):
+    def acquire(self) -> float: ...
+
+
+class ChainedLimiter:
+    """Every request passes each limiter in turn: a user's own limit, then a limit shared by the project.
+
+    The per-user slot is taken first, so a user held back by their own limit never holds a project slot
+    while it waits. Thread-safe as its parts are.
+    """
+
+    def __init__(self, *limiters: Limiter) -> None:
+        self.limiters = limiters
+
+    def acquire(self) -> float:
+        return sum(limiter.acquire() for limiter in self.limiters)

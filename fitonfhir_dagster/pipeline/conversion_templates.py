@@ -74,3 +74,9 @@ def templates_for_conversion(ports: Ports) -> tuple[DeviceMapping, FhirMapping]:
         store_templates(ports.archive, device, fhir)
         stored = device, fhir
     return load_device_mapping(stored[0]), load_fhir_mapping(stored[1])
+
+
+def stored_templates_digest(ports: Ports) -> str | None:
+    """The :func:`templates_digest` of the stored templates (what this run converts with), if any."""
+    stored = load_templates(ports)
+    return templates_digest(*stored) if stored is not None else None

@@ -1,8 +1,10 @@
-"""Step 1: fetch one user's Google Fit datasets for one UTC day and archive them unchanged."""
+"""Step 1: fetch one user's Google Fit datasets for a window of UTC days and archive each day unchanged."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -11,6 +13,7 @@ import orjson
 
 from ..googlefit import fit_errors
 from ..googlefit.fit_client import DayFetch, GoogleFitClient, select_streams
+from ..googlefit.ratelimit import Limiter
 from ..stores.archive import object_name
 from ..stores.users import User, UserState
 from .ports import Ports
@@ -54,25 +57,93 @@ def _importable_user(ports: Ports, user_key: str, day: str) -> User:
 
 
 def fetch_user_day(ports: Ports, day: str, user_key: str) -> DatasetsSummary:
-    user = _importable_user(ports, user_key, day)
+    """One user-day: :func:`fetch_user_window` with a window of one day."""
+    return fetch_user_window(ports, user_key, [day])[day]
+
+
+def fetch_user_window(
+    ports: Ports, user_key: str, days: Iterable[str], *, limiter: Limiter | None = None
+) -> dict[str, DatasetsSummary]:
+    """Fetch and archive every given day of one user with one token refresh and one data-source list.
+
+    See :func:`iter_user_window`; raises the first failure (days archived before it stay archived).
+    """
+    return dict(iter_user_window(ports, user_key, days, limiter=limiter))
+
+
+def iter_user_window(
+    ports: Ports, user_key: str, days: Iterable[str], *, limiter: Limiter | None = None
+) -> Generator[tuple[str, DatasetsSummary], None, None]:
+    """Fetch one user's days, archive each day as soon as it is complete, yield ``(day, summary)``.
+
+    One Google client for all days: one token refresh, one data-source list, and each stream read once
+    per contiguous range of the days, ``[first 00:00 UTC, last + 1 00:00 UTC)``, paged. Points are split
+    by the UTC day they START in (a point crossing midnight is archived once, by its start day; points
+    starting before the range are dropped). Each day's archive object is the one :func:`fetch_user_day`
+    writes, replaced, never merged, holding the same points. Days are yielded newest first within a
+    range. A failure raises a :class:`UserDayError` naming the first day not yet yielded; the days
+    yielded before it are archived and complete. ``limiter`` replaces the client's per-user limiter
+    (e.g. a ``ChainedLimiter`` of the user's limit and the project's).
+    """
+    wanted = sorted(set(days))
+    if not wanted:
+        return
+    user = _importable_user(ports, user_key, wanted[0])
     if user.state is not UserState.ACTIVE:
-        raise UserNotImportable(user_key, day, f"user is {user.state.value}; they must onboard again")
+        raise UserNotImportable(user_key, wanted[0], f"user is {user.state.value}; they must onboard again")
     token = ports.vault.get(user_key)
     if not token:
-        raise UserNotImportable(user_key, day, "no refresh token in the vault; the user must onboard again")
+        raise UserNotImportable(
+            user_key, wanted[0], "no refresh token in the vault; the user must onboard again"
+        )
+    done: set[str] = set()
     try:
-        fetched, sources = _fetch(ports, day, user_key, token)
+        yield from _fetch_window(ports, user, wanted, token, done, limiter)
     except fit_errors.ConsentRevoked as exc:
-        current = ports.vault.get(user_key)
+        left = [d for d in wanted if d not in done]
+        current = _rotated_token(ports, user_key, token)
         if not current or current == token:
-            raise _unauthorized(ports, user_key, day, exc) from exc
+            raise _unauthorized(ports, user_key, left[0], exc) from exc
         try:  # another run rotated the refresh token after we read it: once more with the new one
-            fetched, sources = _fetch(ports, day, user_key, current)
+            yield from _fetch_window(ports, user, left, current, done, limiter)
         except fit_errors.ConsentRevoked as again:
-            raise _unauthorized(ports, user_key, day, again) from again
+            left = [d for d in wanted if d not in done]
+            raise _unauthorized(ports, user_key, left[0], again) from again
 
+
+ROTATION_WAITS = (
+    0.1,
+    0.3,
+    1.0,
+)  # seconds: a concurrent run stores its rotated token right after receiving it
+
+
+def _rotated_token(ports: Ports, user_key: str, refused: str, sleep: Any = time.sleep) -> str | None:
+    """The vault's token once it differs from ``refused``: another run may have rotated it a moment ago
+    and not stored the new one yet (it stores it before using it), so look again a few times first."""
+    current = ports.vault.get(user_key)
+    for wait in ROTATION_WAITS:
+        if current != refused:
+            break
+        sleep(wait)
+        current = ports.vault.get(user_key)
+    return current
+
+
+def contiguous_ranges(days: Sequence[str]) -> list[tuple[date, date]]:
+    """Sorted ISO days as (first, last) ranges of consecutive days."""
+    ranges: list[tuple[date, date]] = []
+    for day in sorted({date.fromisoformat(d) for d in days}):
+        if ranges and (day - ranges[-1][1]).days == 1:
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+def _document(user: User, day: str, fetched: DayFetch, sources: list[dict[str, Any]]) -> dict[str, Any]:
     document = {
-        "user": user_key,
+        "user": user.key,
         "date": day,
         "googleSub": user.google_sub,
         "window": {"startNs": fetched.start_ns, "endNs": fetched.end_ns},
@@ -90,8 +161,7 @@ def fetch_user_day(ports: Ports, day: str, user_key: str) -> DatasetsSummary:
         ],
         "stats": fetched.stats.as_dict(),
     }
-    ports.archive.put(datasets_object(day, user_key), orjson.dumps(document))
-    return summarize(document, DatasetsSummary(user_key=user_key, day=day))
+    return document
 
 
 def summarize(document: dict[str, Any], summary: DatasetsSummary) -> DatasetsSummary:
@@ -129,24 +199,52 @@ def _unauthorized(ports: Ports, user_key: str, day: str, exc: Exception) -> User
     )
 
 
-def _fetch(
-    ports: Ports, day: str, user_key: str, refresh_token: str
-) -> tuple[DayFetch, list[dict[str, Any]]]:
+def _fetch_window(
+    ports: Ports,
+    user: User,
+    days: list[str],
+    refresh_token: str,
+    done: set[str],
+    limiter: Limiter | None,
+) -> Iterator[tuple[str, DatasetsSummary]]:
+    user_key = user.key
+
     def store_rotated(new_token: str) -> None:
         ports.vault.put(user_key, new_token)
 
     client = GoogleFitClient(
-        ports.settings, refresh_token, on_refresh_token=store_rotated, bad_points="collect"
+        ports.settings, refresh_token, on_refresh_token=store_rotated, bad_points="collect", limiter=limiter
     )
     try:
-        sources = select_streams(
-            client.list_data_sources(), ports.settings.stream_policy, ports.settings.data_types
-        )
-        return client.fetch_day(date.fromisoformat(day), sources), sources
-    except fit_errors.ConsentRevoked:
-        raise
-    except fit_errors.GoogleFitError as exc:
-        cls = TransientUserDayError if exc.retryable else UserDayError
-        raise cls(user_key, day, f"{type(exc).__name__}: {exc}") from exc
+        try:
+            sources = select_streams(
+                client.list_data_sources(), ports.settings.stream_policy, ports.settings.data_types
+            )
+        except fit_errors.ConsentRevoked:
+            raise
+        except fit_errors.GoogleFitError as exc:
+            cls = TransientUserDayError if exc.retryable else UserDayError
+            raise cls(user_key, days[0], f"{type(exc).__name__}: {exc}") from exc
+        for first, last in contiguous_ranges(days):
+            fetches = client.fetch_window(first, last, sources)
+            while True:
+                try:
+                    fetched = next(fetches, None)
+                except fit_errors.ConsentRevoked:
+                    raise
+                except fit_errors.GoogleFitError as exc:
+                    cls = TransientUserDayError if exc.retryable else UserDayError
+                    left = [d for d in days if d not in done]
+                    raise cls(user_key, left[0], f"{type(exc).__name__}: {exc}") from exc
+                if fetched is None:
+                    break
+                day = fetched.day.isoformat()
+                document = _document(user, day, fetched, sources)
+                del fetched
+                ports.archive.put(datasets_object(day, user_key), orjson.dumps(document))
+                summary = summarize(document, DatasetsSummary(user_key=user_key, day=day))
+                del document
+                done.add(day)
+                yield day, summary
     finally:
         client.close()

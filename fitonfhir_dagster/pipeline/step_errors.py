@@ -10,6 +10,11 @@ class UserDayError(RuntimeError):
         super().__init__(f"{day}|{user_key}: {message}")
         self.user_key = user_key
         self.day = day
+        self.message = message
+
+    def for_day(self, day: str) -> UserDayError:
+        """The same failure reported for another day of the same user (a window fetch failed)."""
+        return self if day == self.day else type(self)(self.user_key, day, self.message)
 
 
 class UserNotImportable(UserDayError):

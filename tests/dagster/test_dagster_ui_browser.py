@@ -78,6 +78,18 @@ def page(webserver: str) -> Iterator[Page]:
         browser.close()
 
 
+def _body_with(page: Page, texts: tuple[str, ...], timeout: float = 60) -> str:
+    """The page text once every one of ``texts`` is on it (the UI fills its lists in after the first paint)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = page.inner_text("body")
+        missing = [t for t in texts if t not in body]
+        if not missing:
+            return body
+        assert time.monotonic() < deadline, f"{missing} never appeared on {page.url}"
+        page.wait_for_timeout(500)
+
+
 def _no_error_banner(page: Page) -> None:
     body = page.inner_text("body")
     for text in ERROR_TEXTS:
@@ -105,8 +117,7 @@ def test_an_asset_page_shows_its_description_definition_metadata_and_partitions(
 def test_the_checks_tab_lists_every_check_with_its_description(page: Page, webserver: str):
     page.goto(webserver + "/assets/fhir_observations?view=checks")
     page.get_by_text("Reconciliation across the three steps", exact=False).first.wait_for(timeout=60_000)
-    body = page.inner_text("body")
-    for name in ("no_dead_letters", "every_point_observed_or_dead_lettered", "written_sample_validates_r4b"):
-        assert name in body
+    names = ("no_dead_letters", "every_point_observed_or_dead_lettered", "written_sample_validates_r4b")
+    body = _body_with(page, names)
     assert "No description provided" not in body
     _no_error_banner(page)

@@ -87,15 +87,27 @@ def test_two_users_two_days_are_imported_once_and_rerunning_writes_nothing(world
     assert len(names) == 4  # one NDJSON object per user-day, overwritten, never appended
 
 
-def test_a_revoked_user_fails_alone_and_is_marked_unauthorized(world, instance):
+def _refusals(result):
+    """The one-line reasons of the user-days the run refused (AssetObservations, no step failure)."""
+    return {
+        e.event_specific_data.asset_observation.partition: e.event_specific_data.asset_observation.metadata[
+            "not_imported"
+        ].value
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+        and "not_imported" in e.event_specific_data.asset_observation.metadata
+    }
+
+
+def test_a_user_revoked_at_google_is_refused_in_one_line_and_the_others_are_imported(world, instance):
     first, second = world.users
     world.sandbox.revoke_user(first.google_sub)
     result = _run(instance, first.key, second.key, DAY1, DAY1)
-    assert not result.success
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "user marked unauthorized" in failure.step_failure_data.error.message
-    assert first.key in failure.step_failure_data.error.message
-    assert result.retry_attempts_for_node("user_day_steps") == 0  # consent errors are not retried
+    # An expected refusal is not a failure: no stack trace, no retry, nothing turns red.
+    assert result.success
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    reason = _refusals(result)[f"{DAY1}|{first.key}"]
+    assert "user marked unauthorized" in reason and "\n" not in reason
     assert open_users_table(world.settings).get(first.key).state is UserState.UNAUTHORIZED
     # the other user of the same run went all the way to FHIR and is materialized in every asset
     for asset in ("fit_datasets", "device_messages", "fhir_observations"):
@@ -127,15 +139,17 @@ def test_an_unexpected_error_for_one_user_day_is_isolated_and_retried(world, ins
     assert {r.partition_key for r in records if r.run_id == result.run_id} == {f"{DAY1}|{second.key}"}
 
 
-def test_a_revoked_user_inside_a_backfill_range_fails_alone_with_a_clear_reason(world, instance):
+def test_re_running_days_of_a_revoked_user_keeps_their_good_history(world, instance):
     first, second = world.users
+    assert _run(instance, first.key, second.key, DAY1, DAY1).success
     open_users_table(world.settings).set_state(first.key, UserState.REVOKED, "user_initiated")
     result = _run(instance, first.key, second.key, DAY1, DAY1)
-    assert not result.success
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert f"{DAY1}|{first.key}: user is revoked" in failure.step_failure_data.error.message
-    assert f"{DAY1}|{first.key}" not in instance.get_materialized_partitions(dg.AssetKey("fit_datasets"))
-    assert f"{DAY1}|{second.key}" in instance.get_materialized_partitions(dg.AssetKey("fhir_observations"))
+    assert result.success
+    assert _refusals(result)[f"{DAY1}|{first.key}"].endswith("user is revoked; they must onboard again")
+    # the days imported before the revocation stay materialized; the other user is imported again
+    assert f"{DAY1}|{first.key}" in instance.get_materialized_partitions(dg.AssetKey("fhir_observations"))
+    records = instance.fetch_materializations(dg.AssetKey("fhir_observations"), limit=100).records
+    assert {r.partition_key for r in records if r.run_id == result.run_id} == {f"{DAY1}|{second.key}"}
 
 
 def test_malformed_points_are_dead_lettered_with_their_reason_and_flagged(world, instance):

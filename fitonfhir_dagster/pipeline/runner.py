@@ -1,0 +1,226 @@
+"""A run's (day, user) keys through the steps: users side by side, each user's days in one window fetch.
+
+The keys are grouped by user. Each user runs in a worker thread of a bounded pool
+(``FITONFHIR_IMPORT_WORKERS``): one Google client for all of the user's days (one token refresh, one
+data-source list, each stream read once per contiguous range of days), then, as each day is archived,
+that day's device messages and FHIR write. Every user keeps their own rate limiter at the per-user limit
+(``FITONFHIR_MAX_REQUESTS_PER_MINUTE``) and all users share one project limiter
+(``FITONFHIR_PROJECT_MAX_REQUESTS_PER_MINUTE``). Outcomes are handed to the caller's thread as soon as each
+user-day is done; a failure stays with its user-day (a failed fetch fails that user's days not yet
+fetched), never with other users.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..googlefit.ratelimit import ChainedLimiter, Limiter, RequestLimiter
+from .datasets import fetch_user_day, iter_user_window
+from .messages import Publisher, build_user_day_messages
+from .observations import DevicesWritten, convert_user_day
+from .ports import Ports
+from .step_errors import TransientUserDayError, UserDayError
+
+log = logging.getLogger(__name__)
+
+FIT_DATASETS, DEVICE_MESSAGES, FHIR_OBSERVATIONS = "fit_datasets", "device_messages", "fhir_observations"
+STEPS = (FIT_DATASETS, DEVICE_MESSAGES, FHIR_OBSERVATIONS)
+
+
+@dataclass
+class UserDayOutcome:
+    """What happened to one (day, user) key: the summaries of the steps that succeeded, or the error."""
+
+    day: str
+    user_key: str
+    summaries: dict[str, Any] = field(default_factory=dict)  # step -> its summary
+    error: UserDayError | None = None
+    cause: BaseException | None = None  # the unexpected exception behind ``error``, for its traceback
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+OnDone = Callable[[UserDayOutcome], None]
+
+
+def project_limiter(ports: Ports, workers: int = 1) -> RequestLimiter:
+    """The Fit API ceiling shared by every user of a run (``<= 0``: unlimited)."""
+    return RequestLimiter(ports.settings.project_max_requests_per_minute, burst=max(5, workers))
+
+
+def run_user_days(
+    ports: Ports,
+    keys: Iterable[tuple[str, str]],
+    steps: Sequence[str] = STEPS,
+    *,
+    fhir: Any = None,
+    templates: tuple[Any, Any] | None = None,
+    templates_digest: str | None = None,
+    publisher: Publisher | None = None,
+    workers: int | None = None,
+    limiter: Limiter | None = None,
+    on_done: OnDone | None = None,
+) -> list[UserDayOutcome]:
+    """Run ``steps`` for every ``(day, user_key)`` of ``keys``; ``on_done`` is called (in the calling
+    thread) once per user-day as soon as it finished. Returns every outcome, in completion order."""
+    outcomes = []
+    for outcome in iter_user_days(
+        ports,
+        keys,
+        steps,
+        fhir=fhir,
+        templates=templates,
+        templates_digest=templates_digest,
+        publisher=publisher,
+        workers=workers,
+        limiter=limiter,
+    ):
+        if on_done is not None:
+            on_done(outcome)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def iter_user_days(
+    ports: Ports,
+    keys: Iterable[tuple[str, str]],
+    steps: Sequence[str] = STEPS,
+    *,
+    fhir: Any = None,
+    templates: tuple[Any, Any] | None = None,
+    templates_digest: str | None = None,
+    publisher: Publisher | None = None,
+    workers: int | None = None,
+    limiter: Limiter | None = None,
+) -> Iterator[UserDayOutcome]:
+    """:func:`run_user_days` as a generator: yields each outcome in the calling thread as it finishes.
+
+    ``fhir`` and ``templates`` are needed when ``steps`` has ``fhir_observations``. ``limiter`` is the
+    project limiter (default: :func:`project_limiter`); each user also gets a limiter of their own.
+    Closing the generator early stops the workers after their current user-day.
+    """
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        raise ValueError(f"unknown steps {sorted(unknown)}; expected some of {STEPS}")
+    if FHIR_OBSERVATIONS in steps and (fhir is None or templates is None):
+        raise ValueError("the fhir_observations step needs a FHIR client and the templates")
+    by_user: dict[str, list[str]] = {}
+    for day, user_key in keys:
+        days = by_user.setdefault(user_key, [])
+        if day not in days:
+            days.append(day)
+    if not by_user:
+        return
+    size = max(1, min(workers or ports.settings.import_workers, len(by_user)))
+    shared = limiter if limiter is not None else project_limiter(ports, size)
+    job = _UserJob(ports, tuple(s for s in STEPS if s in steps), fhir, templates, templates_digest, publisher)
+    done: queue.SimpleQueue[UserDayOutcome | None] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def work(user_key: str, days: list[str]) -> None:
+        try:
+            job.run_user(user_key, days, shared, done.put, stop)
+        finally:
+            done.put(None)  # this user is finished
+
+    with ThreadPoolExecutor(size, thread_name_prefix="fitonfhir-user") as pool:
+        for user_key, days in by_user.items():
+            pool.submit(work, user_key, days)
+        running = len(by_user)
+        try:
+            while running:
+                item = done.get()
+                if item is None:
+                    running -= 1
+                else:
+                    yield item
+        finally:
+            stop.set()
+
+
+@dataclass
+class _UserJob:
+    ports: Ports
+    steps: tuple[str, ...]
+    fhir: Any
+    templates: tuple[Any, Any] | None
+    templates_digest: str | None
+    publisher: Publisher | None
+    devices: DevicesWritten = field(default_factory=DevicesWritten)
+
+    def run_user(
+        self,
+        user_key: str,
+        days: list[str],
+        project: Limiter,
+        emit: Callable[[UserDayOutcome], None],
+        stop: threading.Event,
+    ) -> None:
+        if FIT_DATASETS not in self.steps:
+            for day in days:
+                if stop.is_set():
+                    return
+                emit(self._after_fetch(UserDayOutcome(day, user_key)))
+            return
+        pending = set(days)
+        own = RequestLimiter(self.ports.settings.max_requests_per_minute)
+        fetched = iter_user_window(self.ports, user_key, days, limiter=ChainedLimiter(own, project))
+        try:
+            for day, summary in fetched:
+                pending.discard(day)
+                emit(self._after_fetch(UserDayOutcome(day, user_key, {FIT_DATASETS: summary})))
+                if stop.is_set():
+                    return
+        except UserDayError as err:
+            for day in sorted(pending):
+                emit(UserDayOutcome(day, user_key, error=err.for_day(day)))
+        except Exception as exc:  # an SDK or storage failure of one user must not lose the others
+            for day in sorted(pending):
+                message = f"{FIT_DATASETS}: {type(exc).__name__}: {exc}"
+                emit(
+                    UserDayOutcome(
+                        day, user_key, error=TransientUserDayError(user_key, day, message), cause=exc
+                    )
+                )
+        finally:
+            fetched.close()
+
+    def _after_fetch(self, outcome: UserDayOutcome) -> UserDayOutcome:
+        day, user_key = outcome.day, outcome.user_key
+        for step in self.steps:
+            if step == FIT_DATASETS:
+                continue
+            try:
+                outcome.summaries[step] = self._run_step(step, day, user_key)
+            except UserDayError as err:
+                outcome.error = err
+            except Exception as exc:  # isolated per user-day, like a UserDayError, but retryable
+                outcome.error = TransientUserDayError(user_key, day, f"{step}: {type(exc).__name__}: {exc}")
+                outcome.cause = exc
+            if outcome.error is not None:
+                break
+        return outcome
+
+    def _run_step(self, step: str, day: str, user_key: str) -> Any:
+        if step == DEVICE_MESSAGES:
+            return build_user_day_messages(self.ports, day, user_key, self.publisher)
+        if step == FHIR_OBSERVATIONS:
+            assert self.templates is not None
+            return convert_user_day(
+                self.ports,
+                self.fhir,
+                self.templates,
+                day,
+                user_key,
+                digest=self.templates_digest,
+                devices_written=self.devices,
+            )
+        return fetch_user_day(self.ports, day, user_key)
