@@ -12,7 +12,7 @@ import orjson
 from ..googlefit import fit_errors
 from ..googlefit.fit_client import DayFetch, GoogleFitClient, select_streams
 from ..stores.archive import object_name
-from ..stores.users import User, UserState
+from ..stores.users import GOOGLE_FIT, User, UserState, source_for_day
 from .ports import Ports
 from .step_errors import TransientUserDayError, UserDayError, UserNotImportable
 
@@ -55,6 +55,10 @@ def _importable_user(ports: Ports, user_key: str, day: str) -> User:
 
 def fetch_user_day(ports: Ports, day: str, user_key: str) -> DatasetsSummary:
     user = _importable_user(ports, user_key, day)
+    if source_for_day(user, day) != GOOGLE_FIT:  # issue 13: other sources go through the source seam
+        from .source_steps import fetch_from_source
+
+        return fetch_from_source(ports, day, user)
     if user.state is not UserState.ACTIVE:
         raise UserNotImportable(user_key, day, f"user is {user.state.value}; they must onboard again")
     token = ports.vault.get(user_key)
