@@ -19,6 +19,9 @@ GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/v2/auth"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
 GOOGLE_FIT_URL = "https://www.googleapis.com/fitness/v1/"
+GOOGLE_HEALTH_URL = "https://health.googleapis.com/"  # the discovery document's rootUrl; paths start v4/
+SOURCES = ("google-fit", "google-health")  # issue 13: where a new onboarding's data comes from
+HEALTH_VIEWS = ("list", "reconcile")
 SANDBOX_CLIENT_ID = "fitonfhir-sandbox-client"
 SANDBOX_CLIENT_SECRET = "fitonfhir-sandbox-secret"
 
@@ -148,6 +151,11 @@ class Settings:
     import_workers: int = 4  # users imported side by side in one run
     project_max_requests_per_minute: int = 3000  # Fit API ceiling shared by those users; <= 0 unlimited
     fhir_verify: bool = False  # True: re-read FHIR even when a user-day's messages did not change
+    # Google Health API v4 (issue 13)
+    default_source: str = "google-fit"  # source of new onboardings: google-fit | google-health
+    google_health_url: str = GOOGLE_HEALTH_URL
+    health_view: str = "list"  # list (every source's points) | reconcile (Google's one merged stream)
+    health_data_types: tuple[str, ...] = ()  # kebab-case Health types; empty = the nine Fit equivalents
 
     @property
     def uses_sandbox(self) -> bool:
@@ -198,6 +206,14 @@ class Settings:
             raise ConfigError(
                 "FITONFHIR_ANONYMOUS_LOGIN=false needs FITONFHIR_IDENTITY_PROVIDERS and FITONFHIR_AUDIENCE"
             )
+        default_source = env.get("FITONFHIR_DEFAULT_SOURCE", "google-fit").strip() or "google-fit"
+        if default_source not in SOURCES:
+            raise ConfigError(
+                f"FITONFHIR_DEFAULT_SOURCE must be google-fit or google-health, got {default_source!r}"
+            )
+        health_view = env.get("FITONFHIR_HEALTH_VIEW", "list").strip() or "list"
+        if health_view not in HEALTH_VIEWS:
+            raise ConfigError(f"FITONFHIR_HEALTH_VIEW must be list or reconcile, got {health_view!r}")
         return cls(
             home=Path(env.get("FITONFHIR_HOME", ".fitonfhir")).resolve(),
             sandbox_url=sandbox,
@@ -255,4 +271,11 @@ class Settings:
                 env, "FITONFHIR_PROJECT_MAX_REQUESTS_PER_MINUTE", 3000, minimum=-(2**31)
             ),
             fhir_verify=_bool(env, "FITONFHIR_FHIR_VERIFY", default=False),
+            default_source=default_source,
+            google_health_url=env.get(
+                "FITONFHIR_GOOGLE_HEALTH_URL", GOOGLE_HEALTH_URL if production else f"{sandbox}/"
+            ).rstrip("/")
+            + "/",
+            health_view=health_view,
+            health_data_types=_list(env, "FITONFHIR_HEALTH_DATA_TYPES"),
         )

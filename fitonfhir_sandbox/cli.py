@@ -76,8 +76,19 @@ def add_sandbox(count: int) -> None:
 @click.option("--users", "n_users", default=3, show_default=True, type=click.IntRange(1, 50))
 @click.option("--days", "n_days", default=7, show_default=True, type=click.IntRange(1, 60))
 @click.option("--dev", is_flag=True, help="After onboarding, keep the sandbox up and start `dagster dev`.")
-def demo(n_users: int, n_days: int, dev: bool) -> None:
+@click.option(
+    "--source",
+    type=click.Choice(["google-fit", "google-health"]),
+    default="google-fit",
+    show_default=True,
+    help="Onboard the users for Google Fit or for the Google Health API (v4).",
+)
+def demo(n_users: int, n_days: int, dev: bool, source: str) -> None:
     """Onboard sandbox users, import their last days through Dagster and print what happened."""
+    if source != "google-fit":  # read by the onboarding app and the code location alike
+        import os
+
+        os.environ["FITONFHIR_DEFAULT_SOURCE"] = source
     if dev:
         from .dev import run_dev
 
@@ -85,7 +96,7 @@ def demo(n_users: int, n_days: int, dev: bool) -> None:
         return
     from .demo import print_report, run_demo
 
-    print_report(run_demo(n_users, n_days, echo=click.echo), echo=click.echo)
+    print_report(run_demo(n_users, n_days, echo=click.echo, source=source), echo=click.echo)
 
 
 @click.command()

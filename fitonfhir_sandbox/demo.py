@@ -68,7 +68,7 @@ def _materialized(result: dg.ExecuteInProcessResult, asset: str, key: str) -> in
     return total
 
 
-def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
+def run_demo(n_users: int = 3, n_days: int = 7, echo=print, source: str = "google-fit") -> DemoReport:
     from fitonfhir_dagster.definitions import defs
     from fitonfhir_dagster.pipeline.ports import Ports
     from fitonfhir_dagster.stores.factory import open_users_table
@@ -82,12 +82,14 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
         definitions = defs()
         echo(f"sandbox (Google + FHIR): {running.sandbox_url}   onboarding app: {running.onboarding_url}")
         users = open_users_table(running)
+        prefix = "demo-user" if source == "google-fit" else f"demo-{source}-user"  # own accounts per source
         for i in range(1, n_users + 1):
-            onboard_sandbox_user(running.onboarding_url, i)
-            row = users.find_by_google_sub(sub_for_email(sandbox_email(i)))
+            email = sandbox_email(i, prefix)
+            onboard_sandbox_user(running.onboarding_url, i, email=email)
+            row = users.find_by_google_sub(sub_for_email(email))
             assert row is not None, "onboarding finished but no users row exists"
-            report.users.append(UserReport(row.key, sandbox_email(i)))
-            echo(f"onboarded {sandbox_email(i)} as user {row.key} (Patient/{row.patient_id})")
+            report.users.append(UserReport(row.key, email))
+            echo(f"onboarded {email} as user {row.key} (Patient/{row.patient_id}, {row.source})")
         keys = [u.key for u in report.users]
         known = set(instance.get_dynamic_partitions(USERS))
         instance.add_dynamic_partitions(USERS, [k for k in keys if k not in known])
@@ -121,6 +123,7 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print) -> DemoReport:
 def fill_from_archive(report: DemoReport, ports) -> None:
     """Days and points per user and data type, read back from the raw archive (shared with ``stack``)."""
     from fitonfhir_dagster.pipeline.datasets import load_datasets
+    from fitonfhir_dagster.sources import source_named
 
     for user in report.users:
         day = report.first_day
@@ -128,11 +131,9 @@ def fill_from_archive(report: DemoReport, ports) -> None:
             document = load_datasets(ports, day.isoformat(), user.key)
             if document is not None:
                 user.days += 1
-                for pages in document["pages"].values():
-                    for page in pages:
-                        for point in page.get("point", []):
-                            user.points += 1
-                            report.points_by_type[point["dataTypeName"]] += 1
+                counts = source_named(document.get("source", "google-fit")).points_by_type(document)
+                user.points += sum(counts.values())
+                report.points_by_type.update(counts)
             day += timedelta(days=1)
 
 

@@ -26,6 +26,9 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fitonfhir_sandbox.health_errors_wire import HEALTH_PREFIX
+from fitonfhir_sandbox.health_errors_wire import fault_body as health_fault_body
+
 MALFORMED_VARIANTS = {
     "missing_fields": "no dataSourceId/minStartTimeNs/maxEndTimeNs and the first point has no endTimeNanos",
     "bad_nanos": 'the first point has startTimeNanos "abc"',
@@ -227,6 +230,8 @@ def _status_body(path: str, status: int) -> tuple[bytes, str]:
             ],
         }
         return orjson.dumps(outcome), "application/fhir+json"
+    if path.startswith(HEALTH_PREFIX):  # Google Health v4: google.rpc.Status with an ErrorInfo reason
+        return health_fault_body(status), "application/json; charset=UTF-8"
     messages = {
         429: "Quota exceeded for quota metric 'Queries' (sandbox fault).",
         503: "The service is currently unavailable.",

@@ -1,4 +1,4 @@
-"""The Google emulator as one Starlette app: OAuth 2.0 + OpenID keys, Fit REST v1, control API."""
+"""The Google emulator as one Starlette app: OAuth 2.0 + OpenID keys, Fit REST v1, Health v4, control API."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fitonfhir_sandbox.context import ClientSpec, GoogleSandbox, SandboxClock
 from fitonfhir_sandbox.control_routes import ControlRoutes
 from fitonfhir_sandbox.faults import FaultRegistry
 from fitonfhir_sandbox.fit_routes import FitRoutes
+from fitonfhir_sandbox.health_routes import HealthRoutes
 from fitonfhir_sandbox.oauth_routes import OAuthRoutes
 
 
@@ -36,6 +37,7 @@ def create_google_app(
         clock=clock,
     )
     routes = [*OAuthRoutes(ctx).routes(), *FitRoutes(ctx).routes(), *ControlRoutes(ctx).routes()]
+    routes += HealthRoutes(ctx).routes()  # Google Health API v4 (issue 13)
     app = Starlette(routes=routes)
     app.state.sandbox = ctx
     return app

@@ -50,12 +50,30 @@ _FIT_FAMILIES = (
     "sleep",
     "reproductive_health",
 )
+_HEALTH_AREAS = (  # Google Health API v4 scopes (discovery document health.v4.json)
+    "activity_and_fitness",
+    "health_metrics_and_measurements",
+    "sleep",
+    "nutrition",
+    "profile",
+    "settings",
+    "location",
+    "mindfulness",
+    "logged_symptoms",
+    "reproductive_health",
+    "ecg",
+    "irn",
+)
 IDENTITY_SCOPES = frozenset(
     {"openid", "email", "profile", _GOOGLE + "userinfo.profile", _GOOGLE + "userinfo.email"}
 )
 KNOWN_SCOPES = IDENTITY_SCOPES | {
     f"{_GOOGLE}fitness.{f}.{m}" for f in _FIT_FAMILIES for m in ("read", "write")
 }
+HEALTH_SCOPES = frozenset(
+    f"{_GOOGLE}googlehealth.{a}.{m}" for a in _HEALTH_AREAS for m in ("readonly", "writeonly")
+)
+KNOWN_SCOPES |= HEALTH_SCOPES
 _AUTH_PARAMS = (
     "client_id",
     "redirect_uri",

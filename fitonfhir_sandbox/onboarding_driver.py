@@ -27,13 +27,16 @@ class Onboarded:
     redirect: str  # where the browser ended up (the caller's redirect URL with state)
 
 
-def sandbox_email(index: int) -> str:
-    return f"demo-user-{index}@example.com"
+def sandbox_email(index: int, prefix: str = "demo-user") -> str:
+    return f"{prefix}-{index}@example.com"
 
 
-def onboard_sandbox_user(onboarding_url: str, index: int, timeout: float = 30) -> Onboarded:
+def onboard_sandbox_user(
+    onboarding_url: str, index: int, timeout: float = 30, email: str | None = None
+) -> Onboarded:
     """Walk one sandbox account through consent; raises with the app's ``error=`` reason on failure."""
-    email, external_id = sandbox_email(index), f"sandbox-{index}"
+    external_id = f"sandbox-{email.split('@', 1)[0]}" if email else f"sandbox-{index}"
+    email = email or sandbox_email(index)
     http = requests.Session()
     done = onboarding_url + "/done"
     answer = http.get(

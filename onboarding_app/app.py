@@ -372,6 +372,7 @@ def create_app(
             fhir=fhir,
             users=users or open_users_table(settings),
             vault=vault or open_vault(settings),
+            source=settings.default_source,
         ),
         secret=secret,
     )

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from fitonfhir_dagster.googlehealth.health_catalog import scopes_for
 from fitonfhir_dagster.settings import Settings
 
 CALLBACK_PATH = "/api/googlefit/callback"
@@ -45,6 +46,15 @@ def code_challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+def onboarding_scopes(settings: Settings) -> tuple[str, ...]:
+    """Fit: FITONFHIR_GOOGLE_SCOPES. Google Health: profile plus the googlehealth.*.readonly scopes of the
+    selected types (include_granted_scopes keeps a Fit user's earlier grant, so their pre-cut-over days
+    stay readable with the one refresh token)."""
+    if settings.default_source == "google-health":
+        return scopes_for(settings.health_data_types)
+    return settings.google_scopes
+
+
 def google_authority(settings: Settings) -> str:
     """The issuer whose JWKS signs id_tokens: the sandbox itself, or Google."""
     return settings.sandbox_url if settings.uses_sandbox else GOOGLE_ISSUER
@@ -69,7 +79,7 @@ class GoogleOAuth:
             "client_id": self.settings.google_client_id,
             "redirect_uri": self.redirect_uri,
             "response_type": "code",
-            "scope": " ".join(self.settings.google_scopes),
+            "scope": " ".join(onboarding_scopes(self.settings)),
             "access_type": "offline",
             "prompt": "consent",
             "include_granted_scopes": "true",

@@ -45,6 +45,7 @@ class Onboarding:
     fhir: PatientServer
     users: UsersTable
     vault: TokenVault
+    source: str = "google-fit"  # FITONFHIR_DEFAULT_SOURCE: where the consenting user's data comes from
 
     def complete(self, pending: PendingAuthorization, code: str) -> User:
         try:
@@ -80,6 +81,7 @@ class Onboarding:
                 external_id=pending.external_id,
                 scopes=tokens.scope,
                 key=key,
+                source=self.source,
             )
         except Exception as exc:
             if existing is None:

@@ -18,7 +18,7 @@ from .partitions import USERS
 from .resources import (
     ArchiveResource,
     FhirServerResource,
-    GoogleFitResource,
+    GoogleResource,
     ImportOptionsResource,
     TokenVaultResource,
     UsersTableResource,
@@ -102,7 +102,7 @@ class EraseUserConfig(dg.Config):
 def erase_user_op(
     context: dg.OpExecutionContext,
     config: EraseUserConfig,
-    google_fit: GoogleFitResource,
+    google: GoogleResource,
     import_options: ImportOptionsResource,
     users_table: UsersTableResource,
     token_vault: TokenVaultResource,
@@ -113,7 +113,7 @@ def erase_user_op(
         check_user_key(config.user_key)
     except ValueError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
-    ports = open_ports(google_fit, import_options, users_table, token_vault, archive)
+    ports = open_ports(google, import_options, users_table, token_vault, archive)
     try:
         summary = erase(
             context.instance, ports, fhir_server.client(), config.user_key, exclude=context.run_id

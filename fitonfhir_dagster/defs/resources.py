@@ -113,8 +113,8 @@ class EventHubResource(SettingsResource):
         return EventHubPublisher.from_settings(self.settings()) if self.enabled else None
 
 
-class GoogleFitResource(SettingsResource):
-    """Google OAuth client and Fit REST: what is fetched, how fast."""
+class GoogleResource(SettingsResource):
+    """Google OAuth client, Fit REST and the Health API: what is fetched, how fast."""
 
     sandbox_url: str | None = None
     google_client_id: str | None = None
@@ -125,6 +125,9 @@ class GoogleFitResource(SettingsResource):
     data_types: str | None = None
     page_limit: str | None = None
     max_requests_per_minute: str | None = None
+    google_health_url: str | None = None
+    health_view: str | None = None
+    health_data_types: str | None = None
 
 
 class ImportOptionsResource(SettingsResource):
@@ -139,6 +142,9 @@ class ImportOptionsResource(SettingsResource):
     device_mapping: str | None = None
     fhir_mapping: str | None = None
     identity_mode: str | None = None
+    import_workers: str | None = None
+    project_max_requests_per_minute: str | None = None
+    fhir_verify: str | None = None
 
 
 SECRETS = {
@@ -156,7 +162,7 @@ RESOURCE_TYPES: dict[str, type[SettingsResource]] = {
     "archive": ArchiveResource,
     "fhir_server": FhirServerResource,
     "event_hub": EventHubResource,
-    "google_fit": GoogleFitResource,
+    "google": GoogleResource,
     "import_options": ImportOptionsResource,
 }
 
@@ -178,7 +184,7 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def open_ports(
-    google_fit: GoogleFitResource,
+    google: GoogleResource,
     import_options: ImportOptionsResource,
     users_table: UsersTableResource,
     token_vault: TokenVaultResource,
@@ -186,7 +192,7 @@ def open_ports(
 ) -> Ports:
     """What the pipeline steps need, for one run."""
     settings = Settings.from_env(
-        google_fit.as_env() | import_options.as_env() | users_table.as_env(), check_required=False
+        google.as_env() | import_options.as_env() | users_table.as_env(), check_required=False
     )
     return Ports(settings, users_table.open(), token_vault.open(), archive.open())
 

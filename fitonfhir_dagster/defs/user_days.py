@@ -31,7 +31,7 @@ from .resources import (
     ArchiveResource,
     EventHubResource,
     FhirServerResource,
-    GoogleFitResource,
+    GoogleResource,
     ImportOptionsResource,
     TokenVaultResource,
     UsersTableResource,
@@ -117,7 +117,7 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
     )
     def user_day_steps(
         context: dg.AssetExecutionContext,
-        google_fit: GoogleFitResource,
+        google: GoogleResource,
         import_options: ImportOptionsResource,
         users_table: UsersTableResource,
         token_vault: TokenVaultResource,
@@ -129,7 +129,7 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
             raise dg.Failure(description=CHECKS_NEED_KEYS, allow_retries=False)
         selected = {key.to_user_string() for key in context.selected_asset_keys}
         steps = [step for step in STEPS if step in selected]
-        ports = open_ports(google_fit, import_options, users_table, token_vault, archive)
+        ports = open_ports(google, import_options, users_table, token_vault, archive)
         publisher = event_hub.publisher() if DEVICE_MESSAGES in selected else None
         fhir: Any = None
         templates: Any = None

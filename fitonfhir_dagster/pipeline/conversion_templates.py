@@ -10,6 +10,7 @@ import orjson
 
 from ..fitmapping.template_generation import generate_templates
 from ..googlefit.catalog import sample_data_sources
+from ..healthmapping.health_templates import with_health_templates
 from ..medtech.device_templates import DeviceMapping, load_device_mapping
 from ..medtech.fhir_templates import FhirMapping, load_fhir_mapping
 from ..settings import Settings
@@ -41,6 +42,7 @@ def build_templates(settings: Settings) -> tuple[dict[str, Any], dict[str, Any],
         device, fhir = generate_templates(
             sample_data_sources(), style=settings.template_style, catch_all=catch_all
         )
+        device, fhir = with_health_templates(device, fhir)  # issue 13: Google Health days convert too
         origin = f"generated, style {settings.template_style}"
     load_device_mapping(device)
     load_fhir_mapping(fhir)

@@ -15,7 +15,7 @@ from ..googlefit import fit_errors
 from ..googlefit.fit_client import DayFetch, GoogleFitClient, select_streams
 from ..googlefit.ratelimit import Limiter
 from ..stores.archive import object_name
-from ..stores.users import User, UserState
+from ..stores.users import GOOGLE_FIT, User, UserState, source_for_day
 from .ports import Ports
 from .step_errors import TransientUserDayError, UserDayError, UserNotImportable
 
@@ -89,6 +89,16 @@ def iter_user_window(
     if not wanted:
         return
     user = _importable_user(ports, user_key, wanted[0])
+    # issue 13: days of another source (Google Health after a cut-over) go through the source seam
+    elsewhere = [d for d in wanted if source_for_day(user, d) != GOOGLE_FIT]
+    if elsewhere:
+        from .source_steps import fetch_from_source
+
+        for day in elsewhere:
+            yield day, fetch_from_source(ports, day, user)
+        wanted = [d for d in wanted if d not in elsewhere]
+        if not wanted:
+            return
     if user.state is not UserState.ACTIVE:
         raise UserNotImportable(user_key, wanted[0], f"user is {user.state.value}; they must onboard again")
     token = ports.vault.get(user_key)

@@ -55,6 +55,10 @@ def build_user_day_messages(
         raise UpstreamMissing(
             user_key, day, "no archived fit_datasets for this user-day; materialize fit_datasets first"
         )
+    if document.get("source", "google-fit") != "google-fit":  # issue 13: a day from another source
+        from .source_steps import messages_from_source
+
+        return messages_from_source(ports, day, user_key, document, publisher)
     summary = MessagesSummary(user_key=user_key, day=day)
     user = ports.users.get(user_key)
     google_sub = user.google_sub if user else document["googleSub"]

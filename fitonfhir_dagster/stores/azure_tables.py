@@ -41,7 +41,7 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from ..settings import ConfigError, Settings
 from .keys import USER_KEY_RE, check_user_key, new_user_key
-from .users import User, UserState, utc_now_iso
+from .users import GOOGLE_FIT, User, UserState, next_source, utc_now_iso
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ class AzureUsersTable:
     def _user(entity: dict[str, Any]) -> User:
         values: dict[str, Any] = {name: str(entity.get(name) or "") for name in _USER_COLUMNS}
         values["state"] = UserState(values["state"])
+        values["source"] = values["source"] or GOOGLE_FIT  # entities from before issue 13
         return User(key=str(entity["RowKey"]), **values)
 
     def _read(self, key: str) -> Any | None:
@@ -253,6 +254,7 @@ class AzureUsersTable:
         external_id: str = "",
         scopes: str = "",
         key: str | None = None,
+        source: str | None = None,
     ) -> User:
         """New account: a row under ``key`` (or a fresh key). Known account: its key is kept (``key`` is
         ignored) and the row is re-activated."""
@@ -263,8 +265,11 @@ class AzureUsersTable:
         now = self._clock()
 
         def reactivate(stored: User) -> User:
+            new_source, cutover_day = next_source(stored, source)
             return replace(
                 stored,
+                source=new_source,
+                cutover_day=cutover_day,
                 google_issuer=google_issuer,
                 patient_id=patient_id,
                 state=UserState.ACTIVE,
@@ -297,6 +302,7 @@ class AzureUsersTable:
                 scopes=scopes,
                 created_at=now,
                 state_changed_at=now,
+                source=next_source(None, source)[0],
             )
             try:
                 self.table.create_entity(self._entity(user))

@@ -36,7 +36,7 @@ from psycopg2 import extensions, sql
 from ..settings import ConfigError, Settings
 from .azure_tables import MAX_ATTEMPTS, ConcurrentUpdateError, resolve_state_conflict
 from .keys import check_user_key, new_user_key
-from .users import User, UserState, utc_now_iso
+from .users import User, UserState, next_source, utc_now_iso
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,13 @@ class PostgresUsersTable:
                 ).format(t=t)
             )
             self._allow_every_state(cur)  # erasure (issue 12): tables created before `erased` existed
+            # tables from before issue 13: their rows are Fit users
+            cur.execute(
+                sql.SQL(
+                    "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS source TEXT NOT NULL DEFAULT 'google-fit',"
+                    " ADD COLUMN IF NOT EXISTS cutover_day TEXT NOT NULL DEFAULT ''"
+                ).format(t=t)
+            )
             cur.execute(
                 sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (patient_id)").format(
                     i=sql.Identifier(self.table + "_patient"), t=t
@@ -296,6 +303,7 @@ class PostgresUsersTable:
         external_id: str = "",
         scopes: str = "",
         key: str | None = None,
+        source: str | None = None,
     ) -> User:
         """New account: a row under ``key`` (or a fresh key). Known account: its key is kept (``key`` is
         ignored) and the row is re-activated."""
@@ -306,8 +314,11 @@ class PostgresUsersTable:
         now = self._clock()
 
         def reactivate(stored: User) -> User:
+            new_source, cutover_day = next_source(stored, source)
             return replace(
                 stored,
+                source=new_source,
+                cutover_day=cutover_day,
                 google_issuer=google_issuer,
                 patient_id=patient_id,
                 state=UserState.ACTIVE,
@@ -333,6 +344,7 @@ class PostgresUsersTable:
                 scopes=scopes,
                 created_at=now,
                 state_changed_at=now,
+                source=next_source(None, source)[0],
             )
             try:
                 with self._pool.connection() as conn, conn, conn.cursor() as cur:

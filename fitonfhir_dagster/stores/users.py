@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +35,42 @@ class User:
     state_reason: str = ""
     created_at: str = ""
     state_changed_at: str = ""
+    # Issue 13: where the user's data comes from. A Fit user who consents to Google Health keeps
+    # their key and Patient; ``cutover_day`` (ISO date, "" = none) is the first UTC day read from Health.
+    source: str = "google-fit"
+    cutover_day: str = ""
+
+
+GOOGLE_FIT, GOOGLE_HEALTH = "google-fit", "google-health"
+SOURCES = (GOOGLE_FIT, GOOGLE_HEALTH)
+
+
+def check_source(source: str) -> str:
+    if source not in SOURCES:
+        raise ValueError(f"unknown data source {source!r}; expected one of {', '.join(SOURCES)}")
+    return source
+
+
+def next_source(stored: User | None, requested: str | None, today: date | None = None) -> tuple[str, str]:
+    """(source, cutover_day) after an onboarding that asked for ``requested`` (None: keep what is stored).
+
+    Fit -> Health cuts over on the UTC day after consent, so every day before comes from Fit and every
+    day from then on from Health: none twice, none skipped. Health never falls back to Fit (its days
+    would be imported twice, under other ids), so a Fit consent of a Health user keeps Health.
+    """
+    if stored is None:
+        return check_source(requested or GOOGLE_FIT), ""
+    if requested is None or requested == stored.source or check_source(requested) == GOOGLE_FIT:
+        return stored.source, stored.cutover_day
+    day = (today or datetime.now(UTC).date()) + timedelta(days=1)
+    return GOOGLE_HEALTH, day.isoformat()
+
+
+def source_for_day(user: User, day: str) -> str:
+    """The source one UTC day (ISO date) of this user is imported from."""
+    if user.source == GOOGLE_HEALTH and (not user.cutover_day or day >= user.cutover_day):
+        return GOOGLE_HEALTH
+    return GOOGLE_FIT
 
 
 def utc_now_iso() -> str:
@@ -52,10 +88,12 @@ class UsersTable(Protocol):
         external_id: str = "",
         scopes: str = "",
         key: str | None = None,
+        source: str | None = None,
     ) -> User:
         """Insert a new user (fresh key, or ``key`` when given) or re-activate the row of this Google
         account (its existing key wins over ``key``). Passing ``key`` lets the onboarding app store the
-        refresh token under the key before the row makes the user importable."""
+        refresh token under the key before the row makes the user importable. ``source`` (None: the
+        stored one, or google-fit) follows :func:`next_source`."""
         ...
 
     def get(self, key: str) -> User | None: ...
@@ -81,6 +119,8 @@ _COLUMNS = (
     "state_reason",
     "created_at",
     "state_changed_at",
+    "source",
+    "cutover_day",
 )
 
 
@@ -105,9 +145,16 @@ class SqliteUsersTable:
                 " patient_id TEXT NOT NULL, state TEXT NOT NULL, external_system TEXT NOT NULL DEFAULT '',"
                 " external_id TEXT NOT NULL DEFAULT '', scopes TEXT NOT NULL DEFAULT '',"
                 " state_reason TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL,"
-                " state_changed_at TEXT NOT NULL)"
+                " state_changed_at TEXT NOT NULL, source TEXT NOT NULL DEFAULT 'google-fit',"
+                " cutover_day TEXT NOT NULL DEFAULT '')"
             )
             db.execute("CREATE INDEX IF NOT EXISTS users_patient ON users(patient_id)")
+            # rows from before issue 13 have no source: they are Fit users
+            have = {row[1] for row in db.execute("PRAGMA table_info(users)")}
+            if "source" not in have:
+                db.execute("ALTER TABLE users ADD COLUMN source TEXT NOT NULL DEFAULT 'google-fit'")
+            if "cutover_day" not in have:
+                db.execute("ALTER TABLE users ADD COLUMN cutover_day TEXT NOT NULL DEFAULT ''")
         self._make_private()
 
     def _make_private(self) -> None:
@@ -164,6 +211,7 @@ class SqliteUsersTable:
         external_id: str = "",
         scopes: str = "",
         key: str | None = None,
+        source: str | None = None,
     ) -> User:
         if key is not None:
             check_user_key(key)
@@ -174,6 +222,7 @@ class SqliteUsersTable:
             db.execute("BEGIN IMMEDIATE")
             cur = db.execute(f"{_SELECT} WHERE google_sub = ?", (google_sub,))  # noqa: S608
             existing = self._row(cur.fetchone())
+            new_source, cutover_day = next_source(existing, source)
             if existing is None:
                 user = User(
                     key=key or new_user_key(),
@@ -186,6 +235,7 @@ class SqliteUsersTable:
                     scopes=scopes,
                     created_at=now,
                     state_changed_at=now,
+                    source=new_source,
                 )
                 db.execute(
                     _INSERT,
@@ -202,10 +252,13 @@ class SqliteUsersTable:
                     scopes=scopes or existing.scopes,
                     state_reason="",
                     state_changed_at=now,
+                    source=new_source,
+                    cutover_day=cutover_day,
                 )
                 db.execute(
                     "UPDATE users SET google_issuer = ?, patient_id = ?, state = ?, external_system = ?,"
-                    " external_id = ?, scopes = ?, state_reason = ?, state_changed_at = ? WHERE key = ?",
+                    " external_id = ?, scopes = ?, state_reason = ?, state_changed_at = ?, source = ?,"
+                    " cutover_day = ? WHERE key = ?",
                     (
                         user.google_issuer,
                         user.patient_id,
@@ -215,6 +268,8 @@ class SqliteUsersTable:
                         user.scopes,
                         user.state_reason,
                         user.state_changed_at,
+                        user.source,
+                        user.cutover_day,
                         user.key,
                     ),
                 )

@@ -86,3 +86,39 @@ def test_start_up_refuses_with_only_a_client_id(command, tmp_path):
     output = done.stdout + done.stderr
     assert done.returncode != 0, output[-2000:]
     assert "FITONFHIR_GOOGLE_CLIENT_SECRET" in output and "FITONFHIR_FHIR_URL" in output, output[-2000:]
+
+
+def test_what_the_import_is_configured_with_reaches_the_run_through_its_resources(tmp_path):
+    from fitonfhir_dagster.defs.resources import open_ports, resources_from_env
+
+    env = {
+        "FITONFHIR_HOME": str(tmp_path),
+        "FITONFHIR_STREAMS": "all",
+        "FITONFHIR_PAGE_LIMIT": "77",
+        "FITONFHIR_IMPORT_WORKERS": "2",
+        "FITONFHIR_PROJECT_MAX_REQUESTS_PER_MINUTE": "600",
+        "FITONFHIR_FHIR_VERIFY": "true",
+        "FITONFHIR_HEALTH_VIEW": "reconcile",
+        "FITONFHIR_TEMPLATE_STYLE": "original",
+    }
+    built = resources_from_env(env)
+    ports = open_ports(
+        built["google"], built["import_options"], built["users_table"], built["token_vault"], built["archive"]
+    )
+    settings = ports.settings
+    assert (settings.stream_policy, settings.page_limit, settings.import_workers) == ("all", 77, 2)
+    assert settings.project_max_requests_per_minute == 600 and settings.fhir_verify is True
+    assert (settings.health_view, settings.template_style) == ("reconcile", "original")
+    assert settings.home == tmp_path.resolve()
+
+
+def test_secrets_become_env_var_references_never_values(tmp_path):
+    from dagster import EnvVar
+
+    from fitonfhir_dagster.defs.resources import resources_from_env
+
+    built = resources_from_env(
+        {"FITONFHIR_HOME": str(tmp_path), "FITONFHIR_FHIR_AUTH": "bearer", "FITONFHIR_FHIR_TOKEN": "t0ken"}
+    )
+    token = built["fhir_server"].fhir_token
+    assert isinstance(token, EnvVar) and token.env_var_name == "FITONFHIR_FHIR_TOKEN"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import traceback
 import uuid
+from datetime import UTC, date, datetime
 
 import pytest
 from cryptography.fernet import Fernet
@@ -19,7 +20,7 @@ from fitonfhir_dagster.stores.azure_keyvault import API_VERSION, KeyVaultTokenVa
 from fitonfhir_dagster.stores.azure_tables import AzureUsersTable
 from fitonfhir_dagster.stores.keys import USER_KEY_RE
 from fitonfhir_dagster.stores.postgres_users import PostgresUsersTable
-from fitonfhir_dagster.stores.users import SqliteUsersTable, UsersTable, UserState
+from fitonfhir_dagster.stores.users import SqliteUsersTable, UsersTable, UserState, source_for_day
 from fitonfhir_dagster.stores.vault import LocalTokenVault, TokenVault, VaultError
 from tests.support.keyvault import KeyVaultWire
 
@@ -167,6 +168,47 @@ def test_set_state_of_an_unknown_user_fails_and_names_the_key(users: UsersTable)
     with pytest.raises(ValueError, match="not a valid user key"):
         users.set_state("x' or 'a' eq 'a", UserState.REVOKED)
     assert users.list() == []
+
+
+def test_a_new_user_comes_from_google_fit_unless_onboarded_for_another_source(users: UsersTable) -> None:
+    fit = onboard(users, "sub-1", "patient-1")
+    health = onboard(users, "sub-2", "patient-2", source="google-health")
+
+    assert (fit.source, fit.cutover_day) == ("google-fit", "")
+    assert (health.source, health.cutover_day) == ("google-health", "")
+    assert users.get(health.key) == health and users.find_by_google_sub("sub-1") == fit
+    with pytest.raises(ValueError, match="unknown data source 'fitbit'"):
+        onboard(users, "sub-3", "patient-3", source="fitbit")
+
+
+def test_a_fit_user_consenting_to_google_health_keeps_key_and_patient_and_cuts_over_tomorrow(
+    users: UsersTable,
+) -> None:
+    fit = onboard(users, "sub-1", "patient-1")
+
+    moved = onboard(users, "sub-1", "patient-1", source="google-health")
+
+    tomorrow = (datetime.now(UTC).date()).toordinal() + 1
+    assert (moved.key, moved.patient_id) == (fit.key, fit.patient_id)
+    assert moved.source == "google-health"
+    assert date.fromisoformat(moved.cutover_day).toordinal() == tomorrow
+    assert users.get(fit.key) == moved
+    assert source_for_day(moved, moved.cutover_day) == "google-health"
+    before = date.fromordinal(tomorrow - 1).isoformat()
+    assert source_for_day(moved, before) == "google-fit"
+
+
+def test_the_cut_over_day_survives_re_onboarding_and_never_falls_back_to_fit(users: UsersTable) -> None:
+    onboard(users, "sub-1", "patient-1")
+    moved = onboard(users, "sub-1", "patient-1", source="google-health")
+
+    again = onboard(users, "sub-1", "patient-1", source="google-health")
+    with_fit = onboard(users, "sub-1", "patient-1", source="google-fit")
+    plain = onboard(users, "sub-1", "patient-1")
+
+    for later in (again, with_fit, plain):
+        assert (later.source, later.cutover_day) == ("google-health", moved.cutover_day)
+    assert users.set_state(moved.key, UserState.REVOKED).cutover_day == moved.cutover_day
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)

@@ -1,0 +1,1 @@
+"""Google Health API v4: data-type catalog, wire format, errors and the per-user client (no Dagster)."""

@@ -1,0 +1,1 @@
+"""Google Health data points -> MedTech device messages, and the MedTech templates that convert them."""
