@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_definitions_are_loadable_with_the_documented_assets_checks_and_automation():
-    dg.Definitions.validate_loadable(defs())
-    graph = defs().resolve_asset_graph()
+    definitions = defs()  # once: validate_loadable leaves an ephemeral instance to the garbage collector
+    graph = definitions.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "fit_datasets",
         "device_messages",
@@ -30,15 +30,16 @@ def test_definitions_are_loadable_with_the_documented_assets_checks_and_automati
         "every_point_observed_or_dead_lettered",
         "yesterday_imported_for_every_active_user",
     }
-    assert defs().resolve_sensor_def("users_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    assert definitions.resolve_sensor_def("users_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     assert (
-        defs().resolve_schedule_def("daily_import_schedule").default_status
+        definitions.resolve_schedule_def("daily_import_schedule").default_status
         == dg.DefaultScheduleStatus.RUNNING
     )
-    fit = defs().resolve_assets_def("fit_datasets")
+    fit = definitions.resolve_assets_def("fit_datasets")
     assert fit.op.pool == "google_fit_api"
     assert fit.op.retry_policy is not None
     assert fit.can_subset
+    dg.Definitions.validate_loadable(definitions)
 
 
 def test_dagster_cli_validates_the_workspace():
