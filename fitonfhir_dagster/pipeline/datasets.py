@@ -14,6 +14,8 @@ import orjson
 from ..googlefit import fit_errors
 from ..googlefit.fit_client import DayFetch, GoogleFitClient, select_streams
 from ..googlefit.ratelimit import Limiter
+from ..sources import SourceError, UserMustAct, source_named
+from ..sources.health_source import first_values
 from ..stores.archive import object_name
 from ..stores.users import GOOGLE_FIT, User, UserState, source_for_day
 from .ports import Ports
@@ -92,8 +94,6 @@ def iter_user_window(
     # issue 13: days of another source (Google Health after a cut-over) go through the source seam
     elsewhere = [d for d in wanted if source_for_day(user, d) != GOOGLE_FIT]
     if elsewhere:
-        from .source_steps import fetch_from_source
-
         for day in elsewhere:
             yield day, fetch_from_source(ports, day, user)
         wanted = [d for d in wanted if d not in elsewhere]
@@ -258,3 +258,55 @@ def _fetch_window(
                 yield day, summary
     finally:
         client.close()
+
+
+# -- user-days of another source (Google Health after a cut-over): through the source seam (issue 13)
+
+
+def fetch_from_source(ports: Ports, day: str, user: User) -> DatasetsSummary:
+    """Fetch one user-day from the user's source for that day and archive it where Fit days go."""
+    if user.state is not UserState.ACTIVE:
+        raise UserNotImportable(user.key, day, f"user is {user.state.value}; they must onboard again")
+    token = ports.vault.get(user.key)
+    if not token:
+        raise UserNotImportable(user.key, day, "no refresh token in the vault; the user must onboard again")
+    source = source_named(source_for_day(user, day))
+    the_day = date.fromisoformat(day)
+
+    def store_rotated(new_token: str) -> None:
+        ports.vault.put(user.key, new_token)
+
+    try:
+        documents = source.fetch_window(ports.settings, user, token, the_day, the_day, store_rotated)
+    except fit_errors.ConsentRevoked as exc:
+        ports.users.set_state(
+            user.key, UserState.UNAUTHORIZED, reason="invalid_grant: consent revoked or expired"
+        )
+        raise UserNotImportable(
+            user.key, day, f"Google refused the refresh token ({exc}); user marked unauthorized"
+        ) from exc
+    except UserMustAct as exc:
+        ports.users.set_state(user.key, UserState.UNAUTHORIZED, reason=f"{source.name}: {exc}"[:500])
+        raise UserNotImportable(user.key, day, f"{exc}; user marked unauthorized until they act") from exc
+    except SourceError as exc:
+        cls = TransientUserDayError if exc.retryable else UserDayError
+        raise cls(user.key, day, str(exc)) from exc
+    except fit_errors.GoogleFitError as exc:  # token refresh problems other than invalid_grant
+        cls = TransientUserDayError if exc.retryable else UserDayError
+        raise cls(user.key, day, f"{type(exc).__name__}: {exc}") from exc
+    document = {"user": user.key, **documents[the_day]}
+    ports.archive.put(datasets_object(day, user.key), orjson.dumps(document))
+    return summarize_source_document(document, DatasetsSummary(user_key=user.key, day=day))
+
+
+def summarize_source_document(document: dict[str, Any], summary: DatasetsSummary) -> DatasetsSummary:
+    stats = document.get("stats", {})
+    summary.streams = sum(1 for pages in document["pages"].values() if pages)
+    summary.pages = sum(len(pages) for pages in document["pages"].values())
+    summary.points = sum(source_named(document["source"]).points_by_type(document).values())
+    summary.api_calls = int(stats.get("api_calls", 0))
+    summary.bytes = int(stats.get("bytes", 0))
+    summary.bad_points = len(document.get("badPoints", []))
+    summary.dropped_outside_day = int(stats.get("outside_window", 0))
+    summary.values_by_type = first_values(document)
+    return summary

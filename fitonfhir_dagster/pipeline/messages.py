@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..fitmapping.device_messages import build_device_messages, point_identity
+from ..sources import source_named
 from ..stores.archive import object_name
 from .datasets import load_datasets
 from .ports import Ports
@@ -56,8 +57,6 @@ def build_user_day_messages(
             user_key, day, "no archived fit_datasets for this user-day; materialize fit_datasets first"
         )
     if document.get("source", "google-fit") != "google-fit":  # issue 13: a day from another source
-        from .source_steps import messages_from_source
-
         return messages_from_source(ports, day, user_key, document, publisher)
     summary = MessagesSummary(user_key=user_key, day=day)
     user = ports.users.get(user_key)
@@ -105,3 +104,27 @@ def verify_exactly_once(
     missing = sum((fetched - sent).values())
     extra = sum((sent - fetched).values())
     return missing, extra
+
+
+def messages_from_source(
+    ports: Ports, day: str, user_key: str, document: dict[str, Any], publisher: Publisher | None
+) -> MessagesSummary:
+    """Device messages of an archived non-Fit user-day, checked to hold every point exactly once."""
+    source = source_named(document["source"])
+    user = ports.users.get(user_key)
+    google_sub = user.google_sub if user else document["googleSub"]
+    built = source.device_messages(document, google_sub)
+    bodies = [m.body for m in built]
+    payload = b"\n".join(bodies) + (b"\n" if bodies else b"")
+    ports.archive.put(messages_object(day, user_key), payload)
+    summary = MessagesSummary(user_key=user_key, day=day, messages=len(bodies), bytes=len(payload))
+    summary.points = sum(m.points for m in built)
+    if publisher is not None and bodies:
+        stats = publisher.publish(bodies)
+        summary.batches = int(getattr(stats, "batches", 0))
+        summary.published = True
+    fetched = source.point_identities(document)
+    sent = source.message_point_identities([orjson.loads(b) for b in bodies])
+    summary.missing_points = sum((fetched - sent).values())
+    summary.duplicated_points = sum((sent - fetched).values())
+    return summary

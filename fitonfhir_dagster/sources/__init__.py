@@ -5,6 +5,7 @@ document per user-day and the device messages built from it. Which source a day 
 row's business (``stores.users.source_for_day``: a Fit user who moved to Health keeps Fit before the cut-over).
 """
 
-from .seam import Source, SourceError, UserMustAct, source_named
+from .registry import source_named
+from .seam import Source, SourceError, UserMustAct
 
 __all__ = ["Source", "SourceError", "UserMustAct", "source_named"]

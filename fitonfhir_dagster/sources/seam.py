@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from ..fitmapping.device_messages import DeviceMessage
 from ..settings import Settings
-from ..stores.users import GOOGLE_FIT, GOOGLE_HEALTH, User
+from ..stores.users import User
 
 OnRefreshToken = Callable[[str], None]
 
@@ -54,16 +54,3 @@ class Source(Protocol):
     def message_point_identities(self, messages: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]: ...
 
     def points_by_type(self, document: dict[str, Any]) -> Counter[str]: ...
-
-
-def source_named(name: str) -> Source:
-    """The implementation of a users row's ``source``."""
-    if name == GOOGLE_HEALTH:
-        from .health_source import GoogleHealthSource
-
-        return GoogleHealthSource()
-    if name == GOOGLE_FIT:
-        from .fit_source import GoogleFitSource
-
-        return GoogleFitSource()
-    raise ValueError(f"unknown data source {name!r}")
