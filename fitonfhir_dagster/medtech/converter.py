@@ -30,12 +30,10 @@ from fitonfhir_dagster.medtech.medtech_errors import (
     TemplateNotFoundException,
 )
 from fitonfhir_dagster.medtech.observations import (
-    InstantObservations,
     ObservationGroup,
     Series,
     build_observation,
     build_observation_groups,
-    instant_measurements,
     merge_series,
     raw_series_for,
 )
@@ -120,16 +118,12 @@ class Converter:
         identity: IdentityResolver,
         *,
         clock: Callable[[], int] = now_ticks,
-        fast_paths: bool = True,
         points_key: str | None = None,
     ):
         """Mappings may be parsed dicts, JSON text or loaded mappings; ``clock`` gives ``issued`` ticks.
 
         ``points_key`` names the array of each message body whose items must each be accounted for
         (Google's ``point``): see ``ConversionResult.points_in`` and ``unmatched``.
-
-        ``fast_paths=False`` runs every template through the general evaluator and group builder
-        (same results, slower): the reference the specialised paths are tested against.
         """
         self.device_mapping = (
             device_mapping
@@ -141,9 +135,8 @@ class Converter:
         )
         self.identity = identity
         self.clock = clock
-        self.fast_paths = fast_paths
         self.points_key = points_key
-        self._extractor = MeasurementExtractor(self.device_mapping, fast_paths=fast_paths)
+        self._extractor = MeasurementExtractor(self.device_mapping)
 
     def convert(self, messages: Iterable[Any]) -> ConversionResult:
         """Messages are dicts (the device message body), JSON bytes/str, or ``DeviceEvent``s.
@@ -280,41 +273,12 @@ class Converter:
             if template is None:
                 raise TemplateNotFoundException(f"no FHIR template has typeName {type_name!r}")
             identity = self.identity.resolve(device, patient, encounter)
-            if self.fast_paths and not template.uses_sampled_data:
-                instants = instant_measurements(measurements)
-            else:
-                observation_groups = build_observation_groups(template, measurements)
+            observation_groups = build_observation_groups(template, measurements)
         except ConversionError as exc:
             result.dead_letters.append(DeadLetter(exc.reason, str(exc), first, exc.detail or where))
             if dead is not None:
                 dead.update(m.origin for m in measurements)
             return None
-        if self.fast_paths and not template.uses_sampled_data:
-            builder = InstantObservations(template, type_name, identity, issued)
-            same_time: dict[int, list[int]] | None = None
-            if observed is not None and len(instants) != len(measurements):
-                same_time = {}
-                for m in measurements:
-                    same_time.setdefault(m.occurrence_ticks, []).append(m.origin)
-            for m in instants:
-                try:
-                    observation = builder.build(m)
-                    existing = by_id.get(observation["id"])
-                    if existing is not None:
-                        # Same identifier again (same second): merged in arrival order, as MedTech's cache.
-                        observation, _ = merge_resources(existing, observation, None)
-                    ok = True
-                except ConversionError:
-                    # The general path reports it, with its wording and detail.
-                    ok = True
-                    for group in build_observation_groups(template, [m]):
-                        ok = self._add_group(template, group, identity, issued, by_id, result, where) and ok
-                else:
-                    by_id[observation["id"]] = observation
-                if observed is not None and dead is not None:
-                    origins = same_time[m.occurrence_ticks] if same_time is not None else (m.origin,)
-                    (observed if ok else dead).update(origins)
-            return identity
         for group in observation_groups:
             ok = self._add_group(template, group, identity, issued, by_id, result, where)
             if observed is not None and dead is not None:

@@ -27,12 +27,6 @@ from fitonfhir_dagster.medtech.jsonpath import (
     compile_jsonpath,
 )
 from fitonfhir_dagster.medtech.medtech_errors import InvalidTemplateException
-from fitonfhir_dagster.medtech.token_readers import (
-    TOKEN,
-    TokenReader,
-    jmespath_token_reader,
-    jsonpath_token_reader,
-)
 
 CALCULATED = "CalculatedContent"
 JSONPATH = "JsonPathContent"
@@ -54,6 +48,7 @@ _FIXED = {
 }
 _IOT_ENQUEUED = "$.SystemProperties.iothub-enqueuedtime"
 LANGUAGES = {"jsonpath": "JsonPath", "jmespath": "JmesPath"}
+TOKEN = "matchedToken"
 
 
 class ExpressionError(Exception):
@@ -108,16 +103,12 @@ class Expression:
         self._jmespath: JmesPathExpression | None = None
         # A plain JSONPath chain not starting at ``matchedToken``: the same for every match of a message.
         self.reads_message_only = False
-        # A function of the matched token giving ``select_one(scope)`` (or ``UNSURE``); see token_readers.
-        self.token_reader: TokenReader | None = None
         if language == "JmesPath":
             self._jmespath = JmesPathExpression(text)
-            self.token_reader = jmespath_token_reader(self._jmespath.parsed)
         else:
             self._jsonpath = compile_jsonpath(text)
             fields = self._jsonpath.simple_fields
             self.reads_message_only = bool(fields) and fields is not None and fields[0] != TOKEN
-            self.token_reader = jsonpath_token_reader(self._jsonpath.simple_steps)
 
     def select(self, data: Any, cache: dict[Any, Any] | None = None) -> list[Any]:
         """Every match (a type match: each token is one measurement); ``cache``: one dict per message."""

@@ -160,7 +160,6 @@ class MedTechFunctions(Functions):
 _FUNCTIONS = MedTechFunctions()
 _OPTIONS = Options(custom_functions=_FUNCTIONS)
 _INTERPRETER = TreeInterpreter(_OPTIONS)
-_EQUALS = _INTERPRETER.COMPARATOR_FUNC["eq"]
 FUNCTION_NAMES = frozenset(_FUNCTIONS.FUNCTION_TABLE)
 
 Compiled = Callable[[Any], Any]
@@ -187,21 +186,6 @@ _NUMERIC_FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {
         ("fromUnixTimestampMs", 1),
     )
 }
-
-
-def numeric_function(name: str) -> Callable[..., Any]:
-    """MedTech's implementation of ``add`` .. ``fromUnixTimestampMs``, called with plain numbers."""
-    return _NUMERIC_FUNCTIONS[name][0]
-
-
-def jmespath_equals(left: Any, right: Any) -> bool:
-    """JMESPath ``==`` (``0``/``1`` never equal ``false``/``true``)."""
-    return bool(_EQUALS(left, right))
-
-
-def compile_node(node: dict[str, Any]) -> Compiled:
-    """A parsed JMESPath node as a function of the current value (errors are not translated)."""
-    return _compile_node(node)
 
 
 def _compile_node(node: dict[str, Any]) -> Compiled:
@@ -342,7 +326,6 @@ class JmesPathExpression:
         if unknown:
             raise JmesPathSyntaxError(f"invalid JMESPath {text!r}: unknown function {', '.join(unknown)}()")
         self.text = text
-        self.parsed = parsed
         self.is_projection = _is_projection(parsed)
         self._run = _compile_node(parsed)
 

@@ -725,11 +725,6 @@ class JsonPath:
         self._simple = tuple(simple) if simple is not None else None
 
     @property
-    def simple_steps(self) -> tuple[str | int, ...] | None:
-        """The plain names and indexes when the path is nothing else (``follow`` evaluates it)."""
-        return self._simple
-
-    @property
     def simple_fields(self) -> tuple[str, ...] | None:
         if self._simple is None or not all(type(k) is str for k in self._simple):
             return None

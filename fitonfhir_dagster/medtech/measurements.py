@@ -34,7 +34,6 @@ from fitonfhir_dagster.medtech.timestamps import (
     format_period_instant,
     parse_timestamp,
 )
-from fitonfhir_dagster.medtech.token_readers import UNSURE, TokenReader
 
 
 @dataclass(slots=True)
@@ -156,19 +155,10 @@ def _blank(value: Any) -> bool:
 
 
 class MeasurementExtractor:
-    """Applies every template of a device mapping to wrapped messages.
+    """Applies every template of a device mapping to wrapped messages."""
 
-    ``fast_paths`` (on by default) reads CalculatedContent templates of the common shape straight from
-    the matched token (see ``_TokenPlan``); off, every match runs the general evaluator.
-    """
-
-    def __init__(self, mapping: DeviceMapping, *, fast_paths: bool = True):
+    def __init__(self, mapping: DeviceMapping):
         self.templates = mapping.templates
-        self._plans = [_TokenPlan.for_template(t) if fast_paths else None for t in self.templates]
-
-    def plans_used(self) -> int:
-        """How many templates take the fast path."""
-        return sum(plan is not None for plan in self._plans)
 
     def extract(
         self, wrapped: dict[str, Any], message_index: int = 0, tokens: list[Any] | None = None
@@ -178,7 +168,7 @@ class MeasurementExtractor:
         measurements: list[Measurement] = []
         failures: list[MatchFailure] = []
         scan_cache: dict[Any, Any] = {}
-        for template, plan in zip(self.templates, self._plans, strict=True):
+        for template in self.templates:
             try:
                 matches = template.type_match.select(wrapped, scan_cache)
             except ExpressionError as exc:
@@ -190,19 +180,9 @@ class MeasurementExtractor:
                     )
                 )
                 continue
-            fixed = plan.message_fields(self, wrapped) if plan is not None and matches else None
             scoped = template.matched_token_scope
             memo: dict[int, Any] = {}
-            match_index = 0
-            while match_index < len(matches):
-                if fixed is not None:
-                    assert plan is not None
-                    match_index = plan.measure_from(
-                        matches, match_index, fixed, message_index, measurements, tokens
-                    )
-                    if match_index == len(matches):
-                        break
-                token = matches[match_index]
+            for match_index, token in enumerate(matches):
                 scope = {**wrapped, "matchedToken": token} if scoped else token
                 try:
                     measurements.append(
@@ -213,7 +193,6 @@ class MeasurementExtractor:
                 except ConversionError as exc:
                     exc.detail = f"{template.where}, match {match_index}"
                     failures.append(MatchFailure(exc, template.index, match_index, token))
-                match_index += 1
         return measurements, failures
 
     def iter_measurements(self, wrapped: dict[str, Any]) -> Iterator[Measurement]:
@@ -313,113 +292,3 @@ class MeasurementExtractor:
             properties=properties,
             message_index=message_index,
         )
-
-
-_MessageFields = tuple[str, str | None, str | None, str | None]
-
-
-class _TokenPlan:
-    """A CalculatedContent template whose ids read only the message and whose values only the token.
-
-    The ids are then read once per message and the rest straight from the token (``token_readers``).
-    ``measure`` returns None whenever anything is out of the ordinary (a blank or unconvertible
-    value, an ``UNSURE`` reader): the caller then runs the general path for that match, which gives
-    the same measurement or the error with MedTech's wording.
-    """
-
-    def __init__(
-        self, template: ContentTemplate, timestamp: TokenReader, values: list[tuple[str, bool, TokenReader]]
-    ):
-        self.template = template
-        self.timestamp = timestamp
-        self.values = values
-
-    @classmethod
-    def for_template(cls, template: ContentTemplate) -> _TokenPlan | None:
-        if not template.matched_token_scope or template.timestamp_fallback is not None:
-            return None
-        ids = (template.device_id, template.patient_id, template.encounter_id, template.correlation_id)
-        if not all(e is None or e.reads_message_only for e in ids):
-            return None
-        readers = [v.expression.token_reader for v in template.values]
-        if template.timestamp.token_reader is None or any(r is None for r in readers):
-            return None
-        values = [
-            (v.name, v.required, r) for v, r in zip(template.values, readers, strict=True) if r is not None
-        ]
-        return cls(template, template.timestamp.token_reader, values)
-
-    def message_fields(
-        self, extractor: MeasurementExtractor, wrapped: dict[str, Any]
-    ) -> _MessageFields | None:
-        """Device, patient, encounter and correlation ids of this message; None if any fails."""
-        t = self.template
-        try:
-            correlation_id = None
-            if t.correlation_id is not None:
-                correlation_id = extractor._required_text(t.correlation_id, wrapped, "CorrelationId")
-            return (
-                extractor._required_text(t.device_id, wrapped, "DeviceId"),
-                extractor._optional_text(t.patient_id, wrapped, "PatientId"),
-                extractor._optional_text(t.encounter_id, wrapped, "EncounterId"),
-                correlation_id,
-            )
-        except ConversionError:
-            return None
-
-    def measure_from(
-        self,
-        matches: list[Any],
-        start: int,
-        fields: _MessageFields,
-        message_index: int,
-        out: list[Measurement],
-        tokens: list[Any] | None = None,
-    ) -> int:
-        """Appends the measurements of ``matches[start:]`` to ``out`` up to the first match that needs
-        the general path; returns that match's index (``len(matches)`` when none does)."""
-        device_id, patient_id, encounter_id, correlation_id = fields
-        type_name, read_time, values = self.template.type_name, self.timestamp, self.values
-        for position in range(start, len(matches)):
-            token = matches[position]
-            raw_time = read_time(token)
-            if type(raw_time) is DateTimeValue:
-                ticks = int(raw_time.ticks)
-            elif type(raw_time) is str and raw_time.strip():
-                try:
-                    ticks = timestamp_ticks(raw_time)
-                except TimestampError:
-                    return position
-            else:
-                return position
-            properties: list[tuple[str, str]] = []
-            for name, required, read in values:
-                value = read(token)
-                if value is UNSURE:
-                    return position
-                if value is MISSING or value is None or (type(value) is str and not value.strip()):
-                    if required:
-                        return position
-                    if type(value) is str:
-                        properties.append((name, value))
-                    continue
-                try:
-                    properties.append((name, measurement_text(value)))
-                except _NotText:
-                    if required:
-                        return position
-            out.append(
-                Measurement(
-                    type_name,
-                    device_id,
-                    ticks,
-                    patient_id,
-                    encounter_id,
-                    correlation_id,
-                    properties,
-                    message_index,
-                )
-            )
-            if tokens is not None:
-                tokens.append(token)
-        return len(matches)

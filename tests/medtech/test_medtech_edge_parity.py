@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
-
 from fitonfhir_dagster.medtech.converter import Converter, merge_observation
 from fitonfhir_dagster.medtech.identity import IOMT_SYSTEM, CreateIdentity
 
@@ -63,8 +61,8 @@ def message(readings=(), series=()) -> dict:
     }
 
 
-def converter(fast_paths: bool = True) -> Converter:
-    return Converter(DEVICE, FHIR, CreateIdentity(), clock=lambda: 0, fast_paths=fast_paths)
+def converter() -> Converter:
+    return Converter(DEVICE, FHIR, CreateIdentity(), clock=lambda: 0)
 
 
 def test_more_than_seven_fractional_digits_round_to_the_nearest_tick_like_dotnet():
@@ -86,28 +84,27 @@ def test_more_than_seven_fractional_digits_round_to_the_nearest_tick_like_dotnet
     assert early["effectivePeriod"]["start"] == "2023-11-14T10:00:05.1234568Z"
 
 
-def _one_batch_at_a_time(messages: list[dict], fast_paths: bool) -> dict[str, dict]:
+def _one_batch_at_a_time(messages: list[dict]) -> dict[str, dict]:
     """What a FHIR server holds when each message arrives in a batch of its own (MedTech: cache, merge)."""
     store: dict[str, dict] = {}
     for m in messages:
-        result = converter(fast_paths).convert([m])
+        result = converter().convert([m])
         for new in result.observations:
             current = store.get(new["id"])
             store[new["id"]] = new if current is None else result.merge_observation(current, new)[0]
     return store
 
 
-@pytest.mark.parametrize("fast_paths", [True, False], ids=["fast-paths", "general-path"])
-def test_one_batch_gives_what_the_same_messages_give_one_batch_each(fast_paths):
+def test_one_batch_gives_what_the_same_messages_give_one_batch_each():
     messages = [
         # Two readings in one second (one identifier), the later reading sent first.
         message(readings=[("2023-11-14T10:00:00.700Z", 80)], series=[("2023-11-14T10:00:10Z", 60)]),
         message(readings=[("2023-11-14T10:00:00.300Z", 70)], series=[("2023-11-14T10:00:40Z", 61)]),
         message(readings=[("2023-11-14T10:00:09Z", 75)], series=[("2023-11-14T10:05:00Z", 62)]),
     ]
-    together = {o["id"]: o for o in converter(fast_paths).convert(messages).observations}
+    together = {o["id"]: o for o in converter().convert(messages).observations}
 
-    apart = _one_batch_at_a_time(messages, fast_paths)
+    apart = _one_batch_at_a_time(messages)
 
     # The hourly SampledData Observation is one group in one batch (MedTech writes it "final") and
     # merged in later batches ("amended"); everything else, status included, is identical.
