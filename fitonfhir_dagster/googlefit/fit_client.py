@@ -19,7 +19,8 @@ from urllib.parse import quote
 import orjson
 import requests
 
-from ..retry_after import parse_retry_after
+from ..http.retry_schedule import RetrySchedule, Sleep, is_retryable_status, parse_retry_after
+from ..http.sessions import new_session
 from ..settings import Settings
 from . import catalog
 from .fit_errors import (
@@ -32,7 +33,6 @@ from .fit_errors import (
     TransientFitError,
 )
 from .ratelimit import Limiter, RequestLimiter
-from .retry import RetryPolicy, Sleep, is_retryable_status
 from .token_refresh import OnRefreshToken, UserTokens
 from .wire import BadPoint, BadPointMode, parse_dataset, paused_gc, supply_missing_fields
 
@@ -184,15 +184,15 @@ class GoogleFitClient:
         *,
         on_refresh_token: OnRefreshToken | None = None,
         session: requests.Session | None = None,
-        retry_policy: RetryPolicy | None = None,
+        retry_schedule: RetrySchedule | None = None,
         limiter: Limiter | None = None,
         sleep: Sleep = time.sleep,
         timeout: float = 30.0,
         bad_points: BadPointMode = "raise",
     ) -> None:
         self.settings = settings
-        self.session = session or requests.Session()
-        self.retry_policy = retry_policy or RetryPolicy()
+        self.session = session or new_session()
+        self.retry_schedule = retry_schedule or RetrySchedule()
         self.limiter = limiter or RequestLimiter(settings.max_requests_per_minute, sleep=sleep)
         self.sleep = sleep
         self.timeout = timeout
@@ -206,7 +206,7 @@ class GoogleFitClient:
             # no scopes on refresh: asking for more than the user granted (a subset is allowed) fails
             session=self.session,
             on_refresh_token=on_refresh_token,
-            retry_policy=self.retry_policy,
+            retry_schedule=self.retry_schedule,
             sleep=sleep,
             timeout=timeout,
         )
@@ -243,7 +243,7 @@ class GoogleFitClient:
         ``parse(body)``. A body ``parse`` cannot read (``ResponseNotJson``: cut short in transit) is
         retried like a 5xx, since fetching it again can succeed."""
         url = self.base_url + path
-        budget = self.retry_policy.budget()
+        budget = self.retry_schedule.budget()
         refreshed = False
         token = self.tokens.access_token()
         while True:

@@ -21,9 +21,9 @@ from google.auth.transport import Response
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from google.oauth2.credentials import Credentials
 
-from ..retry_after import parse_retry_after
+from ..http.retry_schedule import RetrySchedule, Sleep, is_retryable_status, parse_retry_after
+from ..http.sessions import new_session
 from .fit_errors import ConsentRevoked, RefreshTokenStoreFailed, TokenRefreshFailed, TransientFitError
-from .retry import RetryPolicy, Sleep, is_retryable_status
 
 OnRefreshToken = Callable[[str], None]
 
@@ -35,7 +35,9 @@ class RetryingAuthRequest(GoogleAuthRequest):
     built-in retry loop (which sleeps for real) is never entered.
     """
 
-    def __init__(self, session: requests.Session, policy: RetryPolicy, sleep: Sleep, timeout: float) -> None:
+    def __init__(
+        self, session: requests.Session, policy: RetrySchedule, sleep: Sleep, timeout: float
+    ) -> None:
         super().__init__(session)
         self.policy = policy
         self.sleep = sleep
@@ -95,7 +97,7 @@ class UserTokens:
         scopes: Sequence[str] = (),
         session: requests.Session | None = None,
         on_refresh_token: OnRefreshToken | None = None,
-        retry_policy: RetryPolicy | None = None,
+        retry_schedule: RetrySchedule | None = None,
         sleep: Sleep = time.sleep,
         timeout: float = 30.0,
     ) -> None:
@@ -110,7 +112,7 @@ class UserTokens:
             scopes=list(scopes) or None,
         )
         self._request = RetryingAuthRequest(
-            session or requests.Session(), retry_policy or RetryPolicy(), sleep, timeout
+            session or new_session(), retry_schedule or RetrySchedule(), sleep, timeout
         )
         self._on_refresh_token = on_refresh_token
         self._lock = threading.Lock()

@@ -19,9 +19,9 @@ import orjson
 import requests
 
 from ..googlefit.ratelimit import RequestLimiter
-from ..googlefit.retry import RetryPolicy, Sleep, is_retryable_status
 from ..googlefit.token_refresh import OnRefreshToken, UserTokens
-from ..retry_after import parse_retry_after
+from ..http.retry_schedule import RetrySchedule, Sleep, is_retryable_status, parse_retry_after
+from ..http.sessions import new_session
 from ..settings import Settings
 from .health_catalog import HealthType, selected_types
 from .health_errors import (
@@ -100,14 +100,14 @@ class GoogleHealthClient:
         *,
         on_refresh_token: OnRefreshToken | None = None,
         session: requests.Session | None = None,
-        retry_policy: RetryPolicy | None = None,
+        retry_schedule: RetrySchedule | None = None,
         limiter: RequestLimiter | None = None,
         sleep: Sleep = time.sleep,
         timeout: float = 30.0,
     ) -> None:
         self.settings = settings
-        self.session = session or requests.Session()
-        self.retry_policy = retry_policy or RetryPolicy()
+        self.session = session or new_session()
+        self.retry_schedule = retry_schedule or RetrySchedule()
         self.limiter = limiter or RequestLimiter(settings.max_requests_per_minute, sleep=sleep)
         self.sleep = sleep
         self.timeout = timeout
@@ -119,7 +119,7 @@ class GoogleHealthClient:
             client_secret=settings.google_client_secret,
             session=self.session,
             on_refresh_token=on_refresh_token,
-            retry_policy=self.retry_policy,
+            retry_schedule=self.retry_schedule,
             sleep=sleep,
             timeout=timeout,
         )
@@ -147,7 +147,7 @@ class GoogleHealthClient:
     ) -> bytes:
         """A 200 body of ``GET v4/{path}``, with rate limit, bounded retries and one refresh on 401."""
         url = self.base_url + path
-        budget = self.retry_policy.budget()
+        budget = self.retry_schedule.budget()
         refreshed = False
         token = self.tokens.access_token()
         while True:
@@ -214,7 +214,7 @@ class GoogleHealthClient:
 
     def _json(self, path: str, params: Mapping[str, Any], what: str, stats: HealthStats | None = None) -> Any:
         """``_get`` + JSON; a body cut short is fetched again within the same retry budget rules."""
-        for _ in range(self.retry_policy.max_attempts):
+        for _ in range(self.retry_schedule.max_attempts):
             body = self._get(path, params, what, stats)
             try:
                 return orjson.loads(body)
@@ -263,13 +263,13 @@ class GoogleHealthClient:
         while True:
             index = len(pages)
             what = f"{health_type.name} {view} page {index}"
-            for attempt in range(self.retry_policy.max_attempts):
+            for attempt in range(self.retry_schedule.max_attempts):
                 body = self._get(path, params, what, stats)
                 try:
                     points, token, bad = parse_page(body, health_type, index)
                     break
                 except NotJson:
-                    if attempt + 1 == self.retry_policy.max_attempts:
+                    if attempt + 1 == self.retry_schedule.max_attempts:
                         raise TransientHealthError(
                             f"{what}: Google Health kept sending unreadable bodies"
                         ) from None
