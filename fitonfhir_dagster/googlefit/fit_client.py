@@ -19,6 +19,7 @@ from urllib.parse import quote
 import orjson
 import requests
 
+from ..google_oauth import OnRefreshToken, UserTokens
 from ..http.retry_schedule import RetrySchedule, Sleep, is_retryable_status, parse_retry_after
 from ..http.sessions import new_session
 from ..settings import Settings
@@ -33,7 +34,6 @@ from .fit_errors import (
     TransientFitError,
 )
 from .ratelimit import Limiter, RequestLimiter
-from .token_refresh import OnRefreshToken, UserTokens
 from .wire import BadPoint, BadPointMode, parse_dataset, paused_gc, supply_missing_fields
 
 NS_PER_SECOND = 1_000_000_000

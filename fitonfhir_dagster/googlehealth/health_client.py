@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 import requests
 
+from ..google_oauth import OnRefreshToken, UserTokens
 from ..googlefit.ratelimit import RequestLimiter
-from ..googlefit.token_refresh import OnRefreshToken, UserTokens
 from ..http.retry_schedule import RetrySchedule, Sleep, is_retryable_status, parse_retry_after
 from ..http.sessions import new_session
 from ..settings import Settings
