@@ -19,6 +19,7 @@ from urllib.parse import quote
 import orjson
 import requests
 
+from ..gc_pause import paused_gc
 from ..google_oauth import OnRefreshToken, UserTokens
 from ..http.retry_schedule import RetrySchedule, Sleep, is_retryable_status, parse_retry_after
 from ..http.sessions import new_session
@@ -34,7 +35,7 @@ from .fit_errors import (
     TransientFitError,
 )
 from .ratelimit import Limiter, RequestLimiter
-from .wire import BadPoint, BadPointMode, parse_dataset, paused_gc, supply_missing_fields
+from .wire import BadPoint, BadPointMode, parse_dataset, supply_missing_fields
 
 NS_PER_SECOND = 1_000_000_000
 STREAM_POLICIES = ("merged", "all")
