@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from collections import deque
@@ -23,6 +22,7 @@ from fitonfhir_dagster.fhir import (
     put_entry,
 )
 from fitonfhir_dagster.http.retry_schedule import RetrySchedule
+from tests.support.randomness import FixedRandom
 
 OBS = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "hr"}}
 OK_OBS = (200, {}, {**OBS, "meta": {"versionId": "1"}})
@@ -33,17 +33,6 @@ def outcome(text: str) -> dict:
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": "invalid", "diagnostics": text}],
     }
-
-
-class FixedRandom(random.Random):
-    """Jitter pinned to one point of its range: 0.0 = half the backoff, 0.999 = nearly all of it."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__()
-        self.value = value
-
-    def random(self) -> float:
-        return self.value
 
 
 @dataclass

@@ -9,6 +9,7 @@ from email.utils import format_datetime
 import pytest
 
 from fitonfhir_dagster.http.retry_schedule import RetrySchedule, is_retryable_status, parse_retry_after
+from tests.support.randomness import FixedRandom
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
@@ -40,17 +41,6 @@ def test_retry_after_accepts_an_http_date():
     later = format_datetime(now + timedelta(seconds=42), usegmt=True)
     assert parse_retry_after(later, now=lambda: now) == 42
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
-
-
-class FixedRandom(random.Random):
-    """Jitter pinned to one point of its range: 0.0 = half the backoff, 0.999 = nearly all of it."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__()
-        self.value = value
-
-    def random(self) -> float:
-        return self.value
 
 
 def test_backoff_jitter_stays_within_half_to_full_delay_and_is_capped():
