@@ -1,6 +1,6 @@
 """Google Fit REST client for one user: data sources, dataset pages, one UTC day of data.
 
-Every request to the Fit API goes through the client's rate limiter and retry policy; a 401 triggers
+Every request to the Fit API goes through the client's rate limiter and retry schedule; a 401 triggers
 one token refresh and one retry. Responses are parsed with orjson and converted by :mod:`.wire`.
 """
 
