@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fitonfhir_sandbox.health_errors_wire import HEALTH_PREFIX
+from fitonfhir_sandbox.health_errors_wire import HEALTH_PREFIX, STATUS_NAMES
 from fitonfhir_sandbox.health_errors_wire import fault_body as health_fault_body
 
 MALFORMED_VARIANTS = {
@@ -37,18 +37,6 @@ MALFORMED_VARIANTS = {
     "not_json": "the body is truncated JSON",
 }
 CONTROL_PREFIX = "/_sandbox"
-_STATUS_NAMES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ABORTED",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 _ids = itertools.count(1)
 
 
@@ -187,7 +175,7 @@ class FaultRegistry:
 
 def google_error(status: int, message: str, reason: str | None = None) -> bytes:
     """Google's JSON error envelope."""
-    name = _STATUS_NAMES.get(status, "UNKNOWN")
+    name = STATUS_NAMES.get(status, "UNKNOWN")
     body = {
         "error": {
             "code": status,

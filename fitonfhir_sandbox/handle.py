@@ -10,12 +10,6 @@ The handle also drives the consent form for tests of an onboarding app (:meth:`S
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import secrets
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 import uvicorn
 
+from fitonfhir_dagster.google_oauth import pkce_pair
 from fitonfhir_dagster.settings import DEFAULT_SCOPES, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
 from fitonfhir_sandbox import accounts
 from fitonfhir_sandbox.consent_form import ConsentForm
@@ -33,15 +28,9 @@ from fitonfhir_sandbox.context import ClientSpec, GoogleSandbox
 from fitonfhir_sandbox.faults import FaultRule
 from fitonfhir_sandbox.oauth_routes import AUTH_PATH, DECISION_PATH, REVOKE_PATH, TOKEN_PATH
 from fitonfhir_sandbox.sandbox_app import create_sandbox_app
+from onboarding_app.serving import bind_socket, run_in_thread, socket_url
 
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:65535/callback"  # allowed by the loopback policy; never contacted
-
-
-def pkce_pair() -> tuple[str, str]:
-    """A fresh (code_verifier, S256 code_challenge)."""
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-    return verifier, challenge
 
 
 @dataclass
@@ -192,14 +181,6 @@ class SandboxHandle:
         return tokens
 
 
-def _free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    return sock
-
-
 @contextmanager
 def running_sandbox(
     home: Path,
@@ -209,22 +190,9 @@ def running_sandbox(
     startup_timeout: float = 10.0,
 ) -> Iterator[SandboxHandle]:
     """Start the sandbox on a free 127.0.0.1 port in a background thread; stop it on exit."""
-    sock = _free_socket()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock = bind_socket()
+    url = socket_url(sock)
     app = create_sandbox_app(Path(home), url, clients=clients, rotate_refresh_tokens=rotate_refresh_tokens)
-    server = uvicorn.Server(uvicorn.Config(app, access_log=False, log_level="warning", lifespan="off"))
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="fitonfhir-sandbox", daemon=True
-    )
-    thread.start()
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the sandbox server did not start")
-            time.sleep(0.01)
+    config = uvicorn.Config(app, access_log=False, log_level="warning", lifespan="off")
+    with run_in_thread(config, sock, name="sandbox", startup_timeout=startup_timeout):
         yield SandboxHandle(url=url, home=Path(home), context=app.state.sandbox)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()

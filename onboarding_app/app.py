@@ -21,12 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from fitonfhir_dagster.google_oauth import pkce_pair
 from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.users import UsersTable
 from fitonfhir_dagster.stores.vault import TokenVault
 
 from . import pages
-from .google_oauth import CALLBACK_PATH, GoogleOAuth, google_authority, new_code_verifier
+from .google_consent import CALLBACK_PATH, GoogleConsent, google_authority
 from .logs import install_log_redaction
 from .oauth_state import PendingAuthorization, StateError, StateStore, load_state_secret
 from .onboard import Onboarding, OnboardingError, revoke_token, revoke_token_user
@@ -87,7 +88,7 @@ class OnboardingContext:
     settings: Settings
     state: StateStore
     allow_list: RedirectAllowList
-    google: GoogleOAuth
+    google: GoogleConsent
     bearer: OidcVerifier | None
     onboarding: Onboarding
     secret: bytes
@@ -204,7 +205,7 @@ def _authorize(ctx: OnboardingContext, request: Request) -> Response:
         if not _present(params, "redirect_url"):
             raise BadRequest(MSG_REDIRECT_MISSING)
     redirect_url = _approved(ctx, params["redirect_url"])
-    verifier = new_code_verifier()
+    verifier, _ = pkce_pair()  # the challenge is recomputed from the verifier in the consent URL
     pending = PendingAuthorization(
         external_system=identity.external_system,
         external_id=identity.external_id,
@@ -357,7 +358,7 @@ def create_app(
         from fitonfhir_dagster.fhir.fhir_client import FhirClient
 
         fhir = FhirClient.from_settings(settings)
-    google = GoogleOAuth(settings)
+    google = GoogleConsent(settings)
     ctx = OnboardingContext(
         settings=settings,
         state=state or StateStore(settings.home / "onboarding" / "state.sqlite3", secret),

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fitonfhir_dagster.fhir.fhir_errors import FhirError
+from fitonfhir_dagster.google_oauth import GoogleOAuthError
 from fitonfhir_dagster.stores.keys import USER_KEY_RE, check_user_key, new_user_key
 from fitonfhir_dagster.stores.users import User, UsersTable, UserState
 from fitonfhir_dagster.stores.vault import TokenVault
 
-from .google_oauth import GoogleOAuth, GoogleOAuthError
+from .google_consent import GoogleConsent
 from .oauth_state import PendingAuthorization
 from .patients import Identifier, PatientError, PatientServer, ensure_patient
 from .tokens import InvalidToken, OidcVerifier
@@ -40,7 +41,7 @@ class OnboardingError(Exception):
 
 @dataclass
 class Onboarding:
-    google: GoogleOAuth
+    google: GoogleConsent
     id_tokens: OidcVerifier
     fhir: PatientServer
     users: UsersTable

@@ -14,8 +14,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import jwt
+import requests
+
+from fitonfhir_dagster.http.sessions import new_session
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,11 @@ def bearer_token(authorization: str | None) -> str:
 class _Authority:
     """One OIDC authority: its discovery document (fetched once) and a JWKS client."""
 
-    def __init__(self, url: str, timeout: float, refresh_cooldown: float) -> None:
+    def __init__(
+        self, url: str, timeout: float, refresh_cooldown: float, session: requests.Session | None = None
+    ) -> None:
         self.url = url.rstrip("/")
+        self.session = session or new_session()
         self.timeout = timeout
         self.refresh_cooldown = refresh_cooldown
         self.issuer: str | None = None
@@ -64,11 +69,15 @@ class _Authority:
             if self._failed_at and time.monotonic() - self._failed_at < _DISCOVERY_RETRY_SECONDS:
                 return
             try:
-                response = httpx.get(f"{self.url}/.well-known/openid-configuration", timeout=self.timeout)
+                response = self.session.get(
+                    f"{self.url}/.well-known/openid-configuration",
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                )
                 response.raise_for_status()
                 document = response.json()
                 issuer, jwks_uri = document["issuer"], document["jwks_uri"]
-            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
                 self._failed_at = time.monotonic()
                 log.warning("OIDC discovery failed for %s: %s", self.url, type(exc).__name__)
                 return
@@ -98,7 +107,8 @@ class OidcVerifier:
         tokens with random kids cannot make us hammer the provider."""
         self.audience = audience
         self.leeway = leeway
-        self._authorities = [_Authority(a, timeout, refresh_cooldown) for a in authorities]
+        session = new_session()  # discovery only; PyJWKClient fetches the JWKS itself
+        self._authorities = [_Authority(a, timeout, refresh_cooldown, session) for a in authorities]
 
     def _authority_for(self, issuer: str) -> _Authority:
         for authority in self._authorities:

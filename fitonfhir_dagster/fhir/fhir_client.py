@@ -9,6 +9,7 @@ retried once after the credential is refreshed). Requests that could duplicate d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,9 +23,9 @@ import requests
 from fitonfhir_dagster.fhir import bundles
 from fitonfhir_dagster.fhir.auth import FhirAuth, auth_from_settings
 from fitonfhir_dagster.fhir.bundles import EntryResult
-from fitonfhir_dagster.fhir.fhir_errors import RETRYABLE_STATUSES, FhirError, error_for
-from fitonfhir_dagster.fhir.retry import Backoff
-from fitonfhir_dagster.retry_after import parse_retry_after
+from fitonfhir_dagster.fhir.fhir_errors import FhirError, error_for
+from fitonfhir_dagster.http.retry_schedule import RetrySchedule, is_retryable_status, parse_retry_after
+from fitonfhir_dagster.http.sessions import new_session
 
 if TYPE_CHECKING:
     from fitonfhir_dagster.settings import Settings
@@ -37,6 +38,11 @@ READ_MANY_CHUNK = 100
 MAX_PAGES = 10_000
 _REFUSED_IDS = (405, 422)
 _SAFE_TO_REPEAT = frozenset({429, 503})
+
+# A FHIR server's Retry-After is honoured up to 5 minutes; 4 retries of at most that bound the total wait.
+FHIR_RETRY_SCHEDULE = RetrySchedule(
+    max_attempts=5, base_delay=0.5, max_delay=30.0, max_retry_after=300.0, max_total_wait=4 * 300.0
+)
 
 WRITE_MODE_PUT = "put"
 WRITE_MODE_CONDITIONAL_CREATE = "conditional-create"
@@ -65,13 +71,15 @@ class FhirClient:
         auth: FhirAuth | None = None,
         session: requests.Session | None = None,
         timeout: float = 60,
-        max_attempts: int = 5,
+        max_attempts: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
         bundle_size: int = DEFAULT_BUNDLE_SIZE,
-        backoff: Backoff | None = None,
+        retry_schedule: RetrySchedule | None = None,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        """``max_attempts``, when given, overrides that of ``retry_schedule`` (default ``FHIR_RETRY_SCHEDULE``)."""
+        schedule = retry_schedule or FHIR_RETRY_SCHEDULE
+        if max_attempts is not None:
+            schedule = dataclasses.replace(schedule, max_attempts=max_attempts)  # validates it
         if bundle_size < 1:
             raise ValueError(f"bundle_size must be >= 1, got {bundle_size}")
         parts = urlsplit(base_url)
@@ -80,18 +88,12 @@ class FhirClient:
         self.base_url = base_url.rstrip("/") + "/"
         self._origin = (parts.scheme, parts.netloc)
         self.auth = auth
-        if session is None:
-            session = requests.Session()
-            # several users and several chunks of one user-day are in flight at once (pipeline.runner)
-            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-        self.session = session
+        # several users and several chunks of one user-day are in flight at once (pipeline.runner)
+        self.session = session if session is not None else new_session()
         self.timeout = timeout
-        self.max_attempts = max_attempts
+        self.retry_schedule = schedule
         self.bundle_size = bundle_size
         self._sleep = sleep
-        self._backoff = backoff or Backoff()
         self._capabilities: dict[str, Any] | None = None
         self.write_mode: str | None = None  # decided on the first upsert; see ``upsert``
 
@@ -137,9 +139,8 @@ class FhirClient:
         if headers:
             base_headers.update(headers)
         refreshed = False
-        attempt = 0
+        budget = self.retry_schedule.budget()
         while True:
-            attempt += 1
             send_headers = dict(base_headers)
             if self.auth is not None:
                 send_headers["Authorization"] = self.auth.authorization()
@@ -149,11 +150,11 @@ class FhirClient:
                 )
             except (requests.Timeout, requests.ConnectionError) as exc:
                 safe = idempotent or isinstance(exc, requests.ConnectTimeout)
-                if attempt >= self.max_attempts or not safe:
+                delay = budget.next_delay() if safe else None
+                if delay is None:
                     raise error_for(
                         None, method, self._path_for_errors(url), detail=type(exc).__name__
                     ) from None
-                delay = self._backoff.delay(attempt)
                 log.warning(
                     "FHIR %s %s: %s, retrying in %.1fs",
                     method,
@@ -165,12 +166,13 @@ class FhirClient:
                 continue
             status = response.status_code
             if status == 401 and self.auth is not None and not refreshed and self.auth.invalidate():
-                refreshed = True
-                attempt -= 1  # a credential refresh is not a failed attempt
+                refreshed = True  # a credential refresh is not a failed attempt
                 continue
             repeatable = idempotent or status in _SAFE_TO_REPEAT
-            if status in RETRYABLE_STATUSES and repeatable and attempt < self.max_attempts:
-                delay = self._backoff.delay(attempt, parse_retry_after(response.headers.get("Retry-After")))
+            delay = None
+            if is_retryable_status(status) and repeatable:
+                delay = budget.next_delay(parse_retry_after(response.headers.get("Retry-After")))
+            if delay is not None:
                 log.warning(
                     "FHIR %s %s: HTTP %s, retrying in %.1fs",
                     method,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+from fitonfhir_dagster.http.retry_schedule import is_retryable_status
 
 
 def outcome_diagnostics(outcome: Mapping[str, Any] | None) -> tuple[str, ...]:
@@ -54,7 +54,7 @@ class FhirError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.status is None or self.status in RETRYABLE_STATUSES
+        return self.status is None or is_retryable_status(self.status)
 
 
 class PreconditionFailed(FhirError):

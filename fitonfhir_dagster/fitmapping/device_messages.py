@@ -93,8 +93,13 @@ def build_device_messages(
     return messages
 
 
-def point_identity(stream_id: str, point: Mapping[str, Any]) -> tuple:
-    """What makes a point unique within a user: its stream, interval and values."""
+def fit_point_identity(stream_id: str, point: Mapping[str, Any]) -> tuple:
+    """What makes a point unique within a user: its stream, data type, interval and values.
+
+    The key of the point accounting (fetched vs sent, over all of a user's streams at once), so it names
+    the stream and tolerates archived points missing a field; ``googlefit.wire.reading_identity`` is the
+    narrower "same reading within one stream" of parsed points.
+    """
     return (
         stream_id,
         point.get("dataTypeName"),

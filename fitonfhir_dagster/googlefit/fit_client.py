@@ -1,6 +1,6 @@
 """Google Fit REST client for one user: data sources, dataset pages, one UTC day of data.
 
-Every request to the Fit API goes through the client's rate limiter and retry policy; a 401 triggers
+Every request to the Fit API goes through the client's rate limiter and retry schedule; a 401 triggers
 one token refresh and one retry. Responses are parsed with orjson and converted by :mod:`.wire`.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,9 @@ from urllib.parse import quote
 import orjson
 import requests
 
-from ..retry_after import parse_retry_after
+from ..gc_pause import paused_gc
+from ..google_oauth import OnRefreshToken
+from ..http.retry_schedule import RetryBudget, RetrySchedule, Sleep
 from ..settings import Settings
 from . import catalog
 from .fit_errors import (
@@ -31,10 +32,9 @@ from .fit_errors import (
     ResponseNotJson,
     TransientFitError,
 )
-from .ratelimit import Limiter, RequestLimiter
-from .retry import RetryPolicy, Sleep, is_retryable_status
-from .token_refresh import OnRefreshToken, UserTokens
-from .wire import BadPoint, BadPointMode, parse_dataset, paused_gc, supply_missing_fields
+from .google_api import GoogleApiClient
+from .ratelimit import Limiter
+from .wire import BadPoint, BadPointMode, parse_dataset, supply_missing_fields
 
 NS_PER_SECOND = 1_000_000_000
 STREAM_POLICIES = ("merged", "all")
@@ -169,13 +169,15 @@ def _google_error(response: requests.Response) -> str:
     return response.reason or ""
 
 
-class GoogleFitClient:
+class GoogleFitClient(GoogleApiClient[FetchStats]):
     """One user's Google Fit API client. Thread-safe: limiter and tokens are shared by all requests.
 
     ``sleep`` is used for retry backoff (and by the default limiter); tests inject a recorder.
     ``stats`` holds lifetime HTTP totals (api_calls, retries, pages, bytes, bad_points); each
     :meth:`fetch_day` also returns its own counters.
     """
+
+    unreadable_body = (ResponseNotJson,)
 
     def __init__(
         self,
@@ -184,52 +186,27 @@ class GoogleFitClient:
         *,
         on_refresh_token: OnRefreshToken | None = None,
         session: requests.Session | None = None,
-        retry_policy: RetryPolicy | None = None,
+        retry_schedule: RetrySchedule | None = None,
         limiter: Limiter | None = None,
         sleep: Sleep = time.sleep,
         timeout: float = 30.0,
         bad_points: BadPointMode = "raise",
     ) -> None:
-        self.settings = settings
-        self.session = session or requests.Session()
-        self.retry_policy = retry_policy or RetryPolicy()
-        self.limiter = limiter or RequestLimiter(settings.max_requests_per_minute, sleep=sleep)
-        self.sleep = sleep
-        self.timeout = timeout
-        self.bad_points = bad_points
-        self.base_url = settings.google_fit_url.rstrip("/") + "/users/me/"
-        self.tokens = UserTokens(
-            refresh_token=refresh_token,
-            token_uri=settings.google_token_uri,
-            client_id=settings.google_client_id,
-            client_secret=settings.google_client_secret,
-            # no scopes on refresh: asking for more than the user granted (a subset is allowed) fails
-            session=self.session,
+        super().__init__(
+            settings,
+            refresh_token,
+            base_url=settings.google_fit_url.rstrip("/") + "/users/me/",
+            stats=FetchStats(),
             on_refresh_token=on_refresh_token,
-            retry_policy=self.retry_policy,
+            session=session,
+            retry_schedule=retry_schedule,
+            limiter=limiter,
             sleep=sleep,
             timeout=timeout,
         )
-        self.stats = FetchStats()  # lifetime totals of this client
-        self._stats_lock = threading.Lock()
-
-    def close(self) -> None:
-        self.session.close()
-
-    def __enter__(self) -> GoogleFitClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.bad_points = bad_points
 
     # -- HTTP ------------------------------------------------------------------------------------------
-
-    def _count(self, stats: FetchStats | None, **increments: int) -> None:
-        with self._stats_lock:
-            for target in (self.stats, stats):
-                if target is not None:
-                    for name, amount in increments.items():
-                        setattr(target, name, getattr(target, name) + amount)
 
     def _get(
         self,
@@ -242,56 +219,22 @@ class GoogleFitClient:
         """GET a Fit API path with rate limiting, retries and one refresh on 401: a 200 response and
         ``parse(body)``. A body ``parse`` cannot read (``ResponseNotJson``: cut short in transit) is
         retried like a 5xx, since fetching it again can succeed."""
-        url = self.base_url + path
-        budget = self.retry_policy.budget()
-        refreshed = False
-        token = self.tokens.access_token()
-        while True:
-            self.limiter.acquire()
-            self._count(stats, api_calls=1)
-            retry_after: float | None = None
-            try:
-                response = self.session.get(
-                    url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
-                )
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                reason = f"{type(exc).__name__}"
-            else:
-                status = response.status_code
-                if status == 200:
-                    self._count(stats, bytes=len(response.content))
-                    if parse is None:
-                        return response, None
-                    try:
-                        return response, parse(response.content)
-                    except ResponseNotJson as exc:
-                        reason = f"unreadable body ({exc})"
-                elif status == 401:
-                    if refreshed:
-                        raise FitUnauthorized(f"{what}: Google answered 401 even after a token refresh")
-                    refreshed = True
-                    token = self.tokens.refresh_after_rejection(token)
-                    continue
-                elif not is_retryable_status(status):
-                    raise self._refusal(status, response, what)
-                else:
-                    reason = f"HTTP {status}"
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            delay = budget.next_delay(retry_after)
-            if delay is None:
-                raise TransientFitError(
-                    f"{what}: Google still unavailable after {budget.attempts} attempts "
-                    f"({budget.waited:.1f} s waited); last failure: {reason}"
-                )
-            self._count(stats, retries=1)
-            self.sleep(delay)
 
-    @staticmethod
-    def _refusal(status: int, response: requests.Response, what: str) -> Exception:
+        def read(response: requests.Response) -> tuple[requests.Response, Any]:
+            return response, None if parse is None else parse(response.content)
+
+        return self._get_with_retries(self.base_url + path, params, what, stats, read)
+
+    def _unauthorized(self, what: str) -> Exception:
+        return FitUnauthorized(f"{what}: Google answered 401 even after a token refresh")
+
+    def _unavailable(self, what: str, budget: RetryBudget, reason: str) -> Exception:
+        return TransientFitError(
+            f"{what}: Google still unavailable after {budget.attempts} attempts "
+            f"({budget.waited:.1f} s waited); last failure: {reason}"
+        )
+
+    def _refusal(self, status: int, response: requests.Response, what: str) -> Exception:
         message = _google_error(response)
         detail = f": {message}" if message else ""
         if status == 403:

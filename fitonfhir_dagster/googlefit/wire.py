@@ -8,13 +8,11 @@ aside with their reason and the good ones go on.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Literal, NamedTuple
 
 import orjson
 
+from ..gc_pause import paused_gc
 from .fit_errors import MalformedDataset, ResponseNotJson
 
 DATASET_INT64_FIELDS = ("minStartTimeNs", "maxEndTimeNs")
@@ -150,23 +148,6 @@ def convert_dataset(
     return dataset, bad
 
 
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic GC around a CPU-bound burst of small containers (parsing, regrouping points).
-
-    Parsed JSON holds no reference cycles, yet every few hundred new objects the collector would walk
-    the whole growing heap: pausing it halves the time to parse a large page. Process-wide, so only
-    around short CPU-bound work, never around I/O.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def parse_dataset(
     body: bytes, *, stream_id: str, page_index: int, mode: BadPointMode = "raise"
 ) -> tuple[dict[str, Any], list[BadPoint]]:
@@ -208,8 +189,15 @@ def supply_missing_fields(
     return supplied
 
 
-def point_identity(point: dict[str, Any]) -> tuple[int, int, bytes]:
-    """What makes two points of one stream the same reading: start, end and values."""
+def reading_identity(point: dict[str, Any]) -> tuple[int, int, bytes]:
+    """What makes two points of one stream the same reading: start, end and values.
+
+    For a parsed point of a stream already known (the client's pages): it ignores the data type and
+    ``modifiedTimeMillis`` and requires the fields. Not to be confused with
+    ``fitmapping.device_messages.fit_point_identity``, the user-wide key of the point accounting, which adds
+    the stream id and data type (points of every stream are counted together) and tolerates archived points
+    missing a field.
+    """
     return (
         point["startTimeNanos"],
         point["endTimeNanos"],

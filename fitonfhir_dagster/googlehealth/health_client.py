@@ -8,7 +8,6 @@ timeouts, Retry-After), one token refresh on 401 through googlefit's ``UserToken
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,10 +17,10 @@ from typing import Any
 import orjson
 import requests
 
+from ..google_oauth import OnRefreshToken
+from ..googlefit.google_api import GoogleApiClient
 from ..googlefit.ratelimit import RequestLimiter
-from ..googlefit.retry import RetryPolicy, Sleep, is_retryable_status
-from ..googlefit.token_refresh import OnRefreshToken, UserTokens
-from ..retry_after import parse_retry_after
+from ..http.retry_schedule import RetryBudget, RetrySchedule, Sleep
 from ..settings import Settings
 from .health_catalog import HealthType, selected_types
 from .health_errors import (
@@ -90,7 +89,11 @@ def google_error(body: bytes) -> tuple[str, str, str]:
     return str(error.get("status") or ""), reason, str(error.get("message") or "")
 
 
-class GoogleHealthClient:
+def _content(response: requests.Response) -> bytes:
+    return response.content
+
+
+class GoogleHealthClient(GoogleApiClient[HealthStats]):
     """One user's Google Health client. Thread-safe: limiter and tokens are shared by all requests."""
 
     def __init__(
@@ -100,99 +103,48 @@ class GoogleHealthClient:
         *,
         on_refresh_token: OnRefreshToken | None = None,
         session: requests.Session | None = None,
-        retry_policy: RetryPolicy | None = None,
+        retry_schedule: RetrySchedule | None = None,
         limiter: RequestLimiter | None = None,
         sleep: Sleep = time.sleep,
         timeout: float = 30.0,
     ) -> None:
-        self.settings = settings
-        self.session = session or requests.Session()
-        self.retry_policy = retry_policy or RetryPolicy()
-        self.limiter = limiter or RequestLimiter(settings.max_requests_per_minute, sleep=sleep)
-        self.sleep = sleep
-        self.timeout = timeout
-        self.base_url = settings.google_health_url.rstrip("/") + "/v4/"
-        self.tokens = UserTokens(
-            refresh_token=refresh_token,
-            token_uri=settings.google_token_uri,
-            client_id=settings.google_client_id,
-            client_secret=settings.google_client_secret,
-            session=self.session,
+        super().__init__(
+            settings,
+            refresh_token,
+            base_url=settings.google_health_url.rstrip("/") + "/v4/",
+            stats=HealthStats(),
             on_refresh_token=on_refresh_token,
-            retry_policy=self.retry_policy,
+            session=session,
+            retry_schedule=retry_schedule,
+            limiter=limiter,
             sleep=sleep,
             timeout=timeout,
         )
-        self.stats = HealthStats()
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        self.session.close()
-
-    def __enter__(self) -> GoogleHealthClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _count(self, stats: HealthStats | None, **increments: int) -> None:
-        with self._lock:
-            for target in (self.stats, stats):
-                if target is not None:
-                    for name, amount in increments.items():
-                        setattr(target, name, getattr(target, name) + amount)
 
     def _get(
         self, path: str, params: Mapping[str, Any], what: str, stats: HealthStats | None = None
     ) -> bytes:
         """A 200 body of ``GET v4/{path}``, with rate limit, bounded retries and one refresh on 401."""
-        url = self.base_url + path
-        budget = self.retry_policy.budget()
-        refreshed = False
-        token = self.tokens.access_token()
-        while True:
-            self.limiter.acquire()
-            self._count(stats, api_calls=1)
-            retry_after: float | None = None
-            try:
-                response = self.session.get(
-                    url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
-                )
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                reason = type(exc).__name__
-            else:
-                status = response.status_code
-                if status == 200:
-                    self._count(stats, bytes=len(response.content))
-                    return response.content
-                if status == 401:
-                    if refreshed:
-                        raise HealthUnauthorized(
-                            f"{what}: Google answered 401 even after a token refresh", status=401
-                        )
-                    refreshed = True
-                    token = self.tokens.refresh_after_rejection(token)
-                    continue
-                if not is_retryable_status(status):
-                    raise self._refusal(status, response.content, what)
-                google_status, google_reason, _ = google_error(response.content)
-                reason = f"HTTP {status} {google_status or ''} {google_reason or ''}".rstrip()
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            delay = budget.next_delay(retry_after)
-            if delay is None:
-                raise TransientHealthError(
-                    f"{what}: Google Health still unavailable after {budget.attempts} attempts "
-                    f"({budget.waited:.1f} s waited); last failure: {reason}"
-                )
-            self._count(stats, retries=1)
-            self.sleep(delay)
+        return self._get_with_retries(self.base_url + path, params, what, stats, _content)
+
+    def _unauthorized(self, what: str) -> Exception:
+        return HealthUnauthorized(f"{what}: Google answered 401 even after a token refresh", status=401)
+
+    def _retry_reason(self, status: int, response: requests.Response) -> str:
+        google_status, google_reason, _ = google_error(response.content)
+        return f"HTTP {status} {google_status or ''} {google_reason or ''}".rstrip()
+
+    def _unavailable(self, what: str, budget: RetryBudget, reason: str) -> Exception:
+        return TransientHealthError(
+            f"{what}: Google Health still unavailable after {budget.attempts} attempts "
+            f"({budget.waited:.1f} s waited); last failure: {reason}"
+        )
+
+    def _refusal(self, status: int, response: requests.Response, what: str) -> Exception:
+        return self._refusal_of_body(status, response.content, what)
 
     @staticmethod
-    def _refusal(status: int, body: bytes, what: str) -> Exception:
+    def _refusal_of_body(status: int, body: bytes, what: str) -> Exception:
         google_status, reason, message = google_error(body)
         detail = f": {google_status} {reason} {message}".rstrip() if google_status or message else ""
         if reason == "ACCOUNT_NOT_LINKED":
@@ -214,7 +166,7 @@ class GoogleHealthClient:
 
     def _json(self, path: str, params: Mapping[str, Any], what: str, stats: HealthStats | None = None) -> Any:
         """``_get`` + JSON; a body cut short is fetched again within the same retry budget rules."""
-        for _ in range(self.retry_policy.max_attempts):
+        for _ in range(self.retry_schedule.max_attempts):
             body = self._get(path, params, what, stats)
             try:
                 return orjson.loads(body)
@@ -263,13 +215,13 @@ class GoogleHealthClient:
         while True:
             index = len(pages)
             what = f"{health_type.name} {view} page {index}"
-            for attempt in range(self.retry_policy.max_attempts):
+            for attempt in range(self.retry_schedule.max_attempts):
                 body = self._get(path, params, what, stats)
                 try:
                     points, token, bad = parse_page(body, health_type, index)
                     break
                 except NotJson:
-                    if attempt + 1 == self.retry_policy.max_attempts:
+                    if attempt + 1 == self.retry_schedule.max_attempts:
                         raise TransientHealthError(
                             f"{what}: Google Health kept sending unreadable bodies"
                         ) from None

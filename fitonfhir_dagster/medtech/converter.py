@@ -8,13 +8,13 @@ stops the rest of the batch.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from fitonfhir_dagster.gc_pause import paused_gc
 from fitonfhir_dagster.medtech.device_templates import DeviceMapping, load_device_mapping
 from fitonfhir_dagster.medtech.fhir_templates import CodeValueTemplate, FhirMapping, load_fhir_mapping
 from fitonfhir_dagster.medtech.identity import IdentityResolver, ResolvedIdentity
@@ -144,13 +144,8 @@ class Converter:
         The cyclic garbage collector is paused meanwhile: conversion allocates many small acyclic
         dicts (freed by reference counting) and collection passes would cost ~40% of the time.
         """
-        paused = gc.isenabled()
-        gc.disable()
-        try:
+        with paused_gc():
             return self._convert(messages)
-        finally:
-            if paused:
-                gc.enable()
 
     def _convert(self, messages: Iterable[Any]) -> ConversionResult:
         result = ConversionResult()

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..fitmapping.device_messages import build_device_messages, point_identity
+from ..fitmapping.device_messages import build_device_messages, fit_point_identity
 from ..sources import source_named
 from ..stores.archive import object_name
 from .datasets import load_datasets
@@ -95,12 +95,12 @@ def verify_exactly_once(
     for stream_id, pages in document["pages"].items():
         for page in pages:
             for point in page.get("point", []):
-                fetched[point_identity(stream_id, point)] += 1
+                fetched[fit_point_identity(stream_id, point)] += 1
     sent: Counter[tuple] = Counter()
     for i, message in enumerate(messages):
         stream = streams[i] if streams is not None else str(message.get("dataSourceId"))
         for point in message.get("point", []):
-            sent[point_identity(stream, point)] += 1
+            sent[fit_point_identity(stream, point)] += 1
     missing = sum((fetched - sent).values())
     extra = sum((sent - fetched).values())
     return missing, extra

@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import date, timedelta
 from typing import Any
 
-from ..fitmapping.device_messages import DeviceMessage, build_device_messages, point_identity
+from ..fitmapping.device_messages import DeviceMessage, build_device_messages, fit_point_identity
 from ..googlefit import fit_errors
 from ..googlefit.fit_client import GoogleFitClient, select_streams
 from ..settings import Settings
@@ -80,7 +80,7 @@ class GoogleFitSource:
 
     def point_identities(self, document: dict[str, Any]) -> Counter[tuple[Any, ...]]:
         return Counter(
-            point_identity(stream_id, point)
+            fit_point_identity(stream_id, point)
             for stream_id, pages in document["pages"].items()
             for page in pages
             for point in page.get("point", [])
@@ -88,7 +88,7 @@ class GoogleFitSource:
 
     def message_point_identities(self, messages: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:
         return Counter(
-            point_identity(str(message.get("dataSourceId")), point)
+            fit_point_identity(str(message.get("dataSourceId")), point)
             for message in messages
             for point in message.get("point", [])
         )

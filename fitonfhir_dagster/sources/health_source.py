@@ -10,7 +10,7 @@ from ..fitmapping.device_messages import DeviceMessage
 from ..googlehealth import health_errors
 from ..googlehealth.health_catalog import TYPES
 from ..googlehealth.health_client import GoogleHealthClient
-from ..healthmapping.health_messages import build_health_messages, point_identity
+from ..healthmapping.health_messages import build_health_messages, health_point_identity
 from ..settings import Settings
 from ..stores.users import GOOGLE_HEALTH, User
 from .seam import OnRefreshToken, SourceError, UserMustAct
@@ -73,7 +73,7 @@ class GoogleHealthSource:
 
     def point_identities(self, document: dict[str, Any]) -> Counter[tuple[Any, ...]]:
         return Counter(
-            point_identity(data_type, point)
+            health_point_identity(data_type, point)
             for data_type, pages in document["pages"].items()
             for page in pages
             for point in page.get("point", [])
@@ -81,7 +81,7 @@ class GoogleHealthSource:
 
     def message_point_identities(self, messages: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:
         return Counter(
-            point_identity(str(message.get("dataType")), point)
+            health_point_identity(str(message.get("dataType")), point)
             for message in messages
             for point in message.get("point", [])
         )

@@ -7,8 +7,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -23,8 +21,8 @@ from fitonfhir_dagster.fhir import (
     ResourceConflict,
     put_entry,
 )
-from fitonfhir_dagster.fhir.retry import Backoff
-from fitonfhir_dagster.retry_after import parse_retry_after
+from fitonfhir_dagster.http.retry_schedule import RetrySchedule
+from tests.support.randomness import FixedRandom
 
 OBS = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "hr"}}
 OK_OBS = (200, {}, {**OBS, "meta": {"versionId": "1"}})
@@ -86,7 +84,8 @@ def scripted():
 
 def client_for(scripted: Scripted, sleeps: list, **kwargs) -> FhirClient:
     kwargs.setdefault(
-        "backoff", Backoff(base=0.5, cap=8, rand=lambda: 0.0)
+        "retry_schedule",
+        RetrySchedule(base_delay=0.5, max_delay=8, max_retry_after=300, rng=FixedRandom(0.0)),
     )  # jitter factor 0.5, deterministic
     return FhirClient(scripted.url, sleep=sleeps.append, **kwargs)
 
@@ -107,20 +106,6 @@ def test_5xx_backs_off_exponentially_and_gives_up_after_max_attempts(scripted):
     assert raised.value.status == 503 and "busy" in str(raised.value)
     assert len(scripted.requests) == 4
     assert sleeps == [0.25, 0.5, 1.0]
-
-
-def test_backoff_jitter_stays_within_half_to_full_delay_and_is_capped():
-    low, high = Backoff(base=1, cap=4, rand=lambda: 0.0), Backoff(base=1, cap=4, rand=lambda: 0.999)
-    assert [low.delay(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 2.0, 2.0]
-    assert all(d < 4 for d in (high.delay(n) for n in range(1, 8)))
-    assert Backoff(max_retry_after=10, rand=lambda: 0.0).delay(1, retry_after=600) == 10
-
-
-def test_retry_after_accepts_an_http_date():
-    now = datetime(2025, 1, 1, tzinfo=UTC)
-    later = format_datetime(now + timedelta(seconds=42), usegmt=True)
-    assert parse_retry_after(later, now=lambda: now) == 42
-    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from datetime import date, timedelta
 
 from fitonfhir_dagster.googlefit import catalog
 from fitonfhir_dagster.googlefit.fit_client import day_window_ns
-from fitonfhir_dagster.googlefit.wire import point_identity
+from fitonfhir_dagster.googlefit.wire import reading_identity
 
 DAY = date(2025, 3, 1)
 HR_MERGED = "derived:com.google.heart_rate.bpm:com.google.android.gms:merge_heart_rate_bpm"
@@ -14,7 +14,7 @@ STEPS_MERGED = "derived:com.google.step_count.delta:com.google.android.gms:merge
 
 
 def identities(pages):
-    return [point_identity(p) for page in pages for p in page.points]
+    return [reading_identity(p) for page in pages for p in page.points]
 
 
 def test_data_sources_are_listed_and_the_merged_policy_picks_one_stream_per_type(make_client, onboard):

@@ -14,7 +14,7 @@ from fitonfhir_dagster.googlefit.fit_errors import (
     FitRequestError,
     TransientFitError,
 )
-from fitonfhir_dagster.googlefit.retry import RetryPolicy
+from fitonfhir_dagster.http.retry_schedule import RetrySchedule
 from fitonfhir_dagster.settings import Settings
 
 DAY = date(2025, 3, 2)
@@ -47,7 +47,7 @@ def test_503_is_retried_with_growing_jittered_backoff(sandbox, client, sleep):
     sandbox.add_fault(path="/datasets/", status=503, count=3)
     pages = client.fetch_dataset_pages(HR_MERGED, START, END)
     assert pages[0].points
-    # RetryPolicy(base_delay=0.5, max_delay=4): the n-th wait lies in [b/2, b] with b = 0.5 * 2**n
+    # RetrySchedule(base_delay=0.5, max_delay=4): the n-th wait lies in [b/2, b] with b = 0.5 * 2**n
     assert len(sleep.calls) == 3
     for n, waited in enumerate(sleep.calls):
         assert 0.25 * 2**n <= waited <= 0.5 * 2**n
@@ -130,8 +130,8 @@ def test_an_inverted_range_is_refused_before_any_request(client):
         client.fetch_dataset_pages(WEIGHT, END, START)
 
 
-def test_retry_policy_of_one_attempt_means_no_retry(sandbox, make_client, onboard, sleep):
-    client = make_client(onboard(), retry_policy=RetryPolicy(max_attempts=1))
+def test_retry_schedule_of_one_attempt_means_no_retry(sandbox, make_client, onboard, sleep):
+    client = make_client(onboard(), retry_schedule=RetrySchedule(max_attempts=1))
     client.tokens.access_token()
     sandbox.add_fault(path="/datasets/", status=503, count=1)
     with pytest.raises(TransientFitError, match="after 1 attempts"):

@@ -10,7 +10,7 @@ import pytest
 
 from fitonfhir_dagster.googlefit.fit_client import DatasetPage, assign_to_day
 from fitonfhir_dagster.googlefit.fit_errors import MalformedDataset
-from fitonfhir_dagster.googlefit.wire import BadPoint, convert_dataset, parse_dataset, point_identity
+from fitonfhir_dagster.googlefit.wire import BadPoint, convert_dataset, parse_dataset, reading_identity
 
 STREAM = "derived:com.google.blood_pressure:com.google.android.gms:merged"
 
@@ -191,8 +191,8 @@ def test_identity_ignores_key_order_of_values_but_not_the_values():
         "modifiedTimeMillis": 9,
     }
     c = {"startTimeNanos": 1, "endTimeNanos": 2, "value": [{"fpVal": 1.5}]}
-    assert point_identity(a) == point_identity(b)
-    assert point_identity(a) != point_identity(c)
+    assert reading_identity(a) == reading_identity(b)
+    assert reading_identity(a) != reading_identity(c)
 
 
 def test_a_50k_point_day_parses_well_under_a_second():
@@ -228,3 +228,24 @@ def test_a_50k_point_day_parses_well_under_a_second():
     assert sum(len(p.points) for p in pages) == 50_000
     assert pages[-1].points[-1]["startTimeNanos"] == day_start + 49_999 * 1_000_000_000
     assert min(timings) < 0.6, f"a 50k-point day took {min(timings):.3f} s"
+
+
+def test_paused_gc_restores_the_collector_and_nests():
+    import gc
+
+    from fitonfhir_dagster.gc_pause import paused_gc
+
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the inner pause leaves it to the outer one
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # a collector paused by the caller stays paused
+    finally:
+        gc.enable()

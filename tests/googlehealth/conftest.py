@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from fitonfhir_dagster.googlefit.retry import RetryPolicy
 from fitonfhir_dagster.googlehealth.health_catalog import scopes_for
 from fitonfhir_dagster.googlehealth.health_client import GoogleHealthClient
+from fitonfhir_dagster.http.retry_schedule import RetrySchedule
 from fitonfhir_dagster.settings import Settings
 from fitonfhir_sandbox.handle import SandboxHandle
 from tests.googlefit.conftest import RecordingSleep
@@ -51,7 +51,7 @@ def make_client(settings: Settings, sleep: RecordingSleep) -> Iterator[Callable[
     def make(refresh_token: str, **kwargs: Any) -> GoogleHealthClient:
         kwargs.setdefault("sleep", sleep)
         kwargs.setdefault(
-            "retry_policy", RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=4, max_total_wait=30)
+            "retry_schedule", RetrySchedule(max_attempts=4, base_delay=0.5, max_delay=4, max_total_wait=30)
         )
         client = GoogleHealthClient(kwargs.pop("settings", settings), refresh_token, **kwargs)
         clients.append(client)

@@ -12,7 +12,7 @@ from fitonfhir_dagster.fhir.fhir_client import FhirClient
 from fitonfhir_dagster.fitmapping.template_generation import generate_templates
 from fitonfhir_dagster.googlefit.catalog import sample_data_sources
 from fitonfhir_dagster.googlefit.fit_client import DatasetPage, GoogleFitClient
-from fitonfhir_dagster.googlefit.wire import point_identity
+from fitonfhir_dagster.googlefit.wire import reading_identity
 from fitonfhir_dagster.pipeline.datasets import fetch_user_day, fetch_user_window, load_datasets
 from fitonfhir_dagster.pipeline.ports import Ports
 from fitonfhir_dagster.pipeline.runner import STEPS, run_user_days
@@ -97,7 +97,7 @@ def _onboard(ports, sandbox, email):
 
 def _points_by_stream(document):
     return {
-        stream: sorted(point_identity(p) for page in pages for p in page["point"])
+        stream: sorted(reading_identity(p) for page in pages for p in page["point"])
         for stream, pages in document["pages"].items()
     }
 

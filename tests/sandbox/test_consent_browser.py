@@ -6,8 +6,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from playwright.sync_api import Browser, sync_playwright
 
+from fitonfhir_dagster.google_oauth import pkce_pair
 from fitonfhir_dagster.settings import DEFAULT_SCOPES, SANDBOX_CLIENT_ID
-from fitonfhir_sandbox.handle import pkce_pair, running_sandbox
+from fitonfhir_sandbox.handle import running_sandbox
 
 CHROMIUM_ARGS = [
     "--headless",

@@ -10,8 +10,9 @@ import jwt
 import pytest
 import requests
 
+from fitonfhir_dagster.google_oauth import pkce_pair
 from fitonfhir_dagster.settings import DEFAULT_SCOPES, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
-from fitonfhir_sandbox.handle import DEFAULT_REDIRECT_URI, pkce_pair
+from fitonfhir_sandbox.handle import DEFAULT_REDIRECT_URI
 
 FIT_ACTIVITY = "https://www.googleapis.com/auth/fitness.activity.read"
 

@@ -1,18 +1,28 @@
-"""Access tokens for one user, from their stored refresh token, via google-auth.
+"""Every call to Google's OAuth endpoints, for the onboarding app and the import alike.
 
-Three guarantees on top of ``google.oauth2.credentials.Credentials``:
-- a rotated refresh token is handed to ``on_refresh_token`` before the new access token is used
+- the PKCE pair (RFC 7636, S256) of an authorization request (:func:`pkce_pair`, :func:`code_challenge`);
+- the authorization-code exchange with its PKCE verifier (:func:`exchange_code`, the onboarding callback);
+- token revocation (:func:`revoke_token`, the onboarding app's revoke);
+- access tokens for one user from their stored refresh token, via google-auth (:class:`UserTokens`, the
+  import). Three guarantees on top of ``google.oauth2.credentials.Credentials``:
+  a rotated refresh token is handed to ``on_refresh_token`` before the new access token is used
   (the caller stores it in the vault; if that fails, the access token is never used);
-- ``invalid_grant`` becomes :class:`ConsentRevoked` (not retried);
-- network errors, timeouts, 429 and 5xx from the token endpoint are retried with our backoff policy
+  ``invalid_grant`` becomes :class:`ConsentRevoked` (not retried);
+  network errors, timeouts, 429 and 5xx from the token endpoint are retried with our retry schedule
   (google-auth's own sleeping retry loop never sees a retryable answer), then :class:`TransientFitError`.
+
+Errors carry a short reason and Google's ``error`` code only: never a token, a code or the client secret.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -21,11 +31,130 @@ from google.auth.transport import Response
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from google.oauth2.credentials import Credentials
 
-from ..retry_after import parse_retry_after
-from .fit_errors import ConsentRevoked, RefreshTokenStoreFailed, TokenRefreshFailed, TransientFitError
-from .retry import RetryPolicy, Sleep, is_retryable_status
+from .googlefit.fit_errors import (
+    ConsentRevoked,
+    RefreshTokenStoreFailed,
+    TokenRefreshFailed,
+    TransientFitError,
+)
+from .http.retry_schedule import RetrySchedule, Sleep, is_retryable_status, parse_retry_after
+from .http.sessions import new_session
 
 OnRefreshToken = Callable[[str], None]
+
+
+# -- the authorization code flow (onboarding) -----------------------------------------------------------
+
+
+class GoogleOAuthError(Exception):
+    """A call to Google's OAuth endpoints failed; ``reason`` is a short code for the redirect."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    refresh_token: str = field(repr=False)
+    id_token: str = field(repr=False)
+    scope: str
+
+
+def code_challenge(verifier: str) -> str:
+    """The S256 challenge of a PKCE verifier: unpadded base64url of its SHA-256."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A fresh (code_verifier, S256 code_challenge); the verifier has 64 characters of the unreserved set."""
+    verifier = secrets.token_urlsafe(48)
+    return verifier, code_challenge(verifier)
+
+
+def _error_code(response: requests.Response) -> str:
+    try:
+        code = response.json().get("error", "")
+    except ValueError:
+        code = ""
+    return code if isinstance(code, str) and code.replace("_", "").isalnum() else ""
+
+
+def exchange_code(
+    *,
+    token_uri: str,
+    client_id: str,
+    client_secret: str,
+    redirect_uri: str,
+    code: str,
+    code_verifier: str,
+    session: requests.Session | None = None,
+    timeout: float = 30.0,
+) -> TokenResponse:
+    """Trade an authorization code and its PKCE verifier for the user's refresh token and id_token."""
+    try:
+        response = (session or new_session()).post(
+            token_uri,
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "code_verifier": code_verifier,
+                "redirect_uri": redirect_uri,
+                "client_id": client_id,
+                "client_secret": client_secret,
+            },
+            timeout=timeout,
+            allow_redirects=False,
+        )
+    except requests.RequestException as exc:
+        raise GoogleOAuthError(
+            "token_exchange_failed", f"token endpoint unreachable ({type(exc).__name__})"
+        ) from None
+    if response.status_code != 200:
+        raise GoogleOAuthError(
+            "token_exchange_failed",
+            f"token endpoint answered {response.status_code} {_error_code(response)}".rstrip(),
+        )
+    try:
+        body = response.json()
+    except ValueError:
+        raise GoogleOAuthError("token_exchange_failed", "token endpoint answered non-JSON") from None
+    if not isinstance(body, dict):
+        raise GoogleOAuthError("token_exchange_failed", "token endpoint answered non-JSON")
+    refresh_token, id_token = body.get("refresh_token"), body.get("id_token")
+    if not isinstance(refresh_token, str) or not refresh_token:
+        raise GoogleOAuthError("no_refresh_token", "Google returned no refresh token")
+    if not isinstance(id_token, str) or not id_token:
+        raise GoogleOAuthError(
+            "no_id_token", "Google returned no id_token (is the userinfo.profile scope set?)"
+        )
+    scope = body.get("scope")
+    return TokenResponse(
+        refresh_token=refresh_token, id_token=id_token, scope=scope if isinstance(scope, str) else ""
+    )
+
+
+def revoke_token(
+    *, revoke_uri: str, token: str, session: requests.Session | None = None, timeout: float = 30.0
+) -> bool:
+    """Revoke a refresh (or access) token; False when Google says it is already invalid."""
+    try:
+        response = (session or new_session()).post(
+            revoke_uri, data={"token": token}, timeout=timeout, allow_redirects=False
+        )
+    except requests.RequestException as exc:
+        raise GoogleOAuthError(
+            "revoke_failed", f"revoke endpoint unreachable ({type(exc).__name__})"
+        ) from None
+    if response.status_code == 200:
+        return True
+    if response.status_code == 400 and _error_code(response) in ("invalid_token", "invalid_grant"):
+        return False
+    raise GoogleOAuthError("revoke_failed", f"revoke endpoint answered {response.status_code}")
+
+
+# -- refresh: access tokens for the import (google-auth) ------------------------------------------------
 
 
 class RetryingAuthRequest(GoogleAuthRequest):
@@ -35,7 +164,9 @@ class RetryingAuthRequest(GoogleAuthRequest):
     built-in retry loop (which sleeps for real) is never entered.
     """
 
-    def __init__(self, session: requests.Session, policy: RetryPolicy, sleep: Sleep, timeout: float) -> None:
+    def __init__(
+        self, session: requests.Session, policy: RetrySchedule, sleep: Sleep, timeout: float
+    ) -> None:
         super().__init__(session)
         self.policy = policy
         self.sleep = sleep
@@ -95,7 +226,7 @@ class UserTokens:
         scopes: Sequence[str] = (),
         session: requests.Session | None = None,
         on_refresh_token: OnRefreshToken | None = None,
-        retry_policy: RetryPolicy | None = None,
+        retry_schedule: RetrySchedule | None = None,
         sleep: Sleep = time.sleep,
         timeout: float = 30.0,
     ) -> None:
@@ -110,7 +241,7 @@ class UserTokens:
             scopes=list(scopes) or None,
         )
         self._request = RetryingAuthRequest(
-            session or requests.Session(), retry_policy or RetryPolicy(), sleep, timeout
+            session or new_session(), retry_schedule or RetrySchedule(), sleep, timeout
         )
         self._on_refresh_token = on_refresh_token
         self._lock = threading.Lock()
