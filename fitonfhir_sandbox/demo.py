@@ -70,7 +70,7 @@ def _materialized(result: dg.ExecuteInProcessResult, asset: str, key: str) -> in
 
 def run_demo(n_users: int = 3, n_days: int = 7, echo=print, source: str = "google-fit") -> DemoReport:
     from fitonfhir_dagster.definitions import defs
-    from fitonfhir_dagster.pipeline.ports import Ports
+    from fitonfhir_dagster.pipeline.step_stores import StepStores
     from fitonfhir_dagster.stores.factory import open_users_table
 
     demo_start_date(n_days)
@@ -115,12 +115,12 @@ def run_demo(n_users: int = 3, n_days: int = 7, echo=print, source: str = "googl
             )
             user.dead_letters = _materialized(result, "fhir_observations", "dead_lettered")
 
-        fill_from_archive(report, Ports.open(settings))
+        fill_from_archive(report, StepStores.open(settings))
         report.observations_total = observations_on_server(running)
     return report
 
 
-def fill_from_archive(report: DemoReport, ports) -> None:
+def fill_from_archive(report: DemoReport, stores) -> None:
     """Days and points per user and data type, read back from the raw archive (shared with ``stack``)."""
     from fitonfhir_dagster.pipeline.datasets import load_datasets
     from fitonfhir_dagster.sources import source_named
@@ -128,7 +128,7 @@ def fill_from_archive(report: DemoReport, ports) -> None:
     for user in report.users:
         day = report.first_day
         while day <= report.last_day:
-            document = load_datasets(ports, day.isoformat(), user.key)
+            document = load_datasets(stores, day.isoformat(), user.key)
             if document is not None:
                 user.days += 1
                 counts = source_named(document.get("source", "google-fit")).points_by_type(document)

@@ -414,7 +414,7 @@ class Stack:
     def report(self, keys: list[str]) -> Any:
         import dagster as dg
 
-        from fitonfhir_dagster.pipeline.ports import Ports
+        from fitonfhir_dagster.pipeline.step_stores import StepStores
 
         from .demo import DemoReport, UserReport, fill_from_archive, observations_on_server
         from .onboarding_driver import sandbox_email
@@ -438,7 +438,7 @@ class Stack:
                     user.observations_written += int(meta.get("created", 0)) + int(meta.get("updated", 0))
                     user.dead_letters += int(meta.get("dead_lettered", 0))
         settings = self.settings()
-        fill_from_archive(report, Ports.open(settings))
+        fill_from_archive(report, StepStores.open(settings))
         report.observations_total = observations_on_server(settings)
         return report
 

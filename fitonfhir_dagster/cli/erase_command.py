@@ -45,7 +45,7 @@ def erase(key: str, dagster_home: Path | None, yes: bool) -> None:
     from ..defs.erasure import erase as erase_user
     from ..fhir.fhir_client import FhirClient
     from ..pipeline.erasure import ErasureError
-    from ..pipeline.ports import Ports
+    from ..pipeline.step_stores import StepStores
     from ..stores.keys import check_user_key
 
     try:
@@ -53,8 +53,8 @@ def erase(key: str, dagster_home: Path | None, yes: bool) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="KEY") from exc
     settings = Settings.from_env()
-    ports = Ports.open(settings)
-    if ports.users.get(key) is None:
+    stores = StepStores.open(settings)
+    if stores.users.get(key) is None:
         raise click.ClickException(f"no user with key {key!r} (see `fitonfhir users list`)")
     home = _dagster_home(dagster_home, settings)
     if not yes:
@@ -64,7 +64,7 @@ def erase(key: str, dagster_home: Path | None, yes: bool) -> None:
         )
     with dg.DagsterInstance.from_config(str(home)) as instance:
         try:
-            summary = erase_user(instance, ports, FhirClient.from_settings(settings), key)
+            summary = erase_user(instance, stores, FhirClient.from_settings(settings), key)
         except ErasureError as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(

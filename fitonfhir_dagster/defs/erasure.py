@@ -12,7 +12,7 @@ from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
 from ..fhir.fhir_client import FhirClient
 from ..pipeline.erasure import ErasureError, ErasureSummary, erase_user_data, write_audit
-from ..pipeline.ports import Ports
+from ..pipeline.step_stores import StepStores
 from ..stores.keys import check_user_key
 from .partitions import USERS
 from .resources import (
@@ -22,7 +22,7 @@ from .resources import (
     ImportOptionsResource,
     TokenVaultResource,
     UsersTableResource,
-    open_ports,
+    open_step_stores,
 )
 from .run_requests import RANGE_END, RANGE_START
 
@@ -77,20 +77,26 @@ def refuse_if_in_flight(instance: dg.DagsterInstance, user_key: str, exclude: st
 
 
 def erase(
-    instance: dg.DagsterInstance, ports: Ports, fhir: FhirClient, user_key: str, exclude: str | None = None
+    instance: dg.DagsterInstance,
+    stores: StepStores,
+    fhir: FhirClient,
+    user_key: str,
+    exclude: str | None = None,
 ) -> ErasureSummary:
     """Refuse while a run of the user is in flight, erase (re-checking once no new run can be requested),
     remove the user's partition, write the audit line."""
     check_user_key(user_key)
-    if ports.users.get(user_key) is None:
+    if stores.users.get(user_key) is None:
         raise ErasureError(f"no user with key {user_key!r}")
     refuse_if_in_flight(instance, user_key, exclude)
-    summary = erase_user_data(ports, fhir, user_key, lambda: refuse_if_in_flight(instance, user_key, exclude))
+    summary = erase_user_data(
+        stores, fhir, user_key, lambda: refuse_if_in_flight(instance, user_key, exclude)
+    )
     removed = instance.has_dynamic_partition(USERS, user_key)
     if removed:
         instance.delete_dynamic_partition(USERS, user_key)
     summary = ErasureSummary(**{**summary.__dict__, "partition_removed": removed})
-    write_audit(ports, summary)
+    write_audit(stores, summary)
     return summary
 
 
@@ -113,10 +119,10 @@ def erase_user_op(
         check_user_key(config.user_key)
     except ValueError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
-    ports = open_ports(google, import_options, users_table, token_vault, archive)
+    stores = open_step_stores(google, import_options, users_table, token_vault, archive)
     try:
         summary = erase(
-            context.instance, ports, fhir_server.client(), config.user_key, exclude=context.run_id
+            context.instance, stores, fhir_server.client(), config.user_key, exclude=context.run_id
         )
     except ErasureError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc

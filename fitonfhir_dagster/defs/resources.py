@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 
 from ..fhir.fhir_client import FhirClient
-from ..pipeline.ports import Ports
+from ..pipeline.step_stores import StepStores
 from ..settings import Settings
 from ..stores.archive import Archive
 from ..stores.eventhub import EventHubPublisher
@@ -183,18 +183,18 @@ def resources_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     return built
 
 
-def open_ports(
+def open_step_stores(
     google: GoogleResource,
     import_options: ImportOptionsResource,
     users_table: UsersTableResource,
     token_vault: TokenVaultResource,
     archive: ArchiveResource,
-) -> Ports:
+) -> StepStores:
     """What the pipeline steps need, for one run."""
     settings = Settings.from_env(
         google.as_env() | import_options.as_env() | users_table.as_env(), check_required=False
     )
-    return Ports(settings, users_table.open(), token_vault.open(), archive.open())
+    return StepStores(settings, users_table.open(), token_vault.open(), archive.open())
 
 
 @dg.definitions

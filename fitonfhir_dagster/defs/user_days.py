@@ -35,7 +35,7 @@ from .resources import (
     ImportOptionsResource,
     TokenVaultResource,
     UsersTableResource,
-    open_ports,
+    open_step_stores,
 )
 
 CHECKS_NEED_KEYS = (
@@ -129,14 +129,14 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
             raise dg.Failure(description=CHECKS_NEED_KEYS, allow_retries=False)
         selected = {key.to_user_string() for key in context.selected_asset_keys}
         steps = [step for step in STEPS if step in selected]
-        ports = open_ports(google, import_options, users_table, token_vault, archive)
+        stores = open_step_stores(google, import_options, users_table, token_vault, archive)
         publisher = event_hub.publisher() if DEVICE_MESSAGES in selected else None
         fhir: Any = None
         templates: Any = None
         digest = None
         if FHIR_OBSERVATIONS in selected:  # compiled once per run
-            fhir, templates = fhir_server.client(), templates_for_conversion(ports)
-            digest = stored_templates_digest(ports)
+            fhir, templates = fhir_server.client(), templates_for_conversion(stores)
+            digest = stored_templates_digest(stores)
 
         keys = {split_user_day(key): key for key in context.partition_keys}
         done: dict[str, dict[str, Any]] = {step: {} for step in steps}
@@ -145,7 +145,7 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
         # Each user-day is materialized as soon as it is done, so the backfill page moves during the run.
         # If the run is terminated, leaving this loop stops the workers after their current user-day.
         for outcome in iter_user_days(
-            ports, keys, steps, fhir=fhir, templates=templates, templates_digest=digest, publisher=publisher
+            stores, keys, steps, fhir=fhir, templates=templates, templates_digest=digest, publisher=publisher
         ):
             key = keys[(outcome.day, outcome.user_key)]
             for step, summary in outcome.summaries.items():

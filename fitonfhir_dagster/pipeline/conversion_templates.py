@@ -15,7 +15,7 @@ from ..medtech.device_templates import DeviceMapping, load_device_mapping
 from ..medtech.fhir_templates import FhirMapping, load_fhir_mapping
 from ..settings import Settings
 from ..stores.archive import Archive
-from .ports import Ports
+from .step_stores import StepStores
 
 DEVICE_OBJECT = "medtech_templates/devicecontent.json"
 FHIR_OBJECT = "medtech_templates/fhirmapping.json"
@@ -60,25 +60,25 @@ def store_templates(archive: Archive, device: dict[str, Any], fhir: dict[str, An
     archive.put(FHIR_OBJECT, orjson.dumps(fhir, option=orjson.OPT_INDENT_2))
 
 
-def load_templates(ports: Ports) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    device, fhir = ports.archive.get(DEVICE_OBJECT), ports.archive.get(FHIR_OBJECT)
+def load_templates(stores: StepStores) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    device, fhir = stores.archive.get(DEVICE_OBJECT), stores.archive.get(FHIR_OBJECT)
     if device is None or fhir is None:
         return None
     return orjson.loads(device), orjson.loads(fhir)
 
 
-def templates_for_conversion(ports: Ports) -> tuple[DeviceMapping, FhirMapping]:
+def templates_for_conversion(stores: StepStores) -> tuple[DeviceMapping, FhirMapping]:
     """The stored templates, compiled once per run; generated and stored first when medtech_templates was
     never materialized (e.g. runs launched by the users_sensor on a fresh instance)."""
-    stored = load_templates(ports)
+    stored = load_templates(stores)
     if stored is None:
-        device, fhir, _ = build_templates(ports.settings)
-        store_templates(ports.archive, device, fhir)
+        device, fhir, _ = build_templates(stores.settings)
+        store_templates(stores.archive, device, fhir)
         stored = device, fhir
     return load_device_mapping(stored[0]), load_fhir_mapping(stored[1])
 
 
-def stored_templates_digest(ports: Ports) -> str | None:
+def stored_templates_digest(stores: StepStores) -> str | None:
     """The :func:`templates_digest` of the stored templates (what this run converts with), if any."""
-    stored = load_templates(ports)
+    stored = load_templates(stores)
     return templates_digest(*stored) if stored is not None else None

@@ -18,8 +18,8 @@ from ..sources import SourceError, UserMustAct, source_named
 from ..sources.health_source import first_values
 from ..stores.archive import object_name
 from ..stores.users import GOOGLE_FIT, User, UserState, source_for_day
-from .ports import Ports
 from .step_errors import TransientUserDayError, UserDayError, UserNotImportable
+from .step_stores import StepStores
 
 KIND = "fit_datasets"
 OBJECT = "datasets.json"
@@ -46,35 +46,35 @@ def datasets_object(day: str, user_key: str) -> str:
     return object_name(KIND, day, user_key, OBJECT)
 
 
-def load_datasets(ports: Ports, day: str, user_key: str) -> dict[str, Any] | None:
-    raw = ports.archive.get(datasets_object(day, user_key))
+def load_datasets(stores: StepStores, day: str, user_key: str) -> dict[str, Any] | None:
+    raw = stores.archive.get(datasets_object(day, user_key))
     return orjson.loads(raw) if raw is not None else None
 
 
-def _importable_user(ports: Ports, user_key: str, day: str) -> User:
-    user = ports.users.get(user_key)
+def _importable_user(stores: StepStores, user_key: str, day: str) -> User:
+    user = stores.users.get(user_key)
     if user is None:
         raise UserNotImportable(user_key, day, "no such user in the users table")
     return user
 
 
-def fetch_user_day(ports: Ports, day: str, user_key: str) -> DatasetsSummary:
+def fetch_user_day(stores: StepStores, day: str, user_key: str) -> DatasetsSummary:
     """One user-day: :func:`fetch_user_window` with a window of one day."""
-    return fetch_user_window(ports, user_key, [day])[day]
+    return fetch_user_window(stores, user_key, [day])[day]
 
 
 def fetch_user_window(
-    ports: Ports, user_key: str, days: Iterable[str], *, limiter: Limiter | None = None
+    stores: StepStores, user_key: str, days: Iterable[str], *, limiter: Limiter | None = None
 ) -> dict[str, DatasetsSummary]:
     """Fetch and archive every given day of one user with one token refresh and one data-source list.
 
     See :func:`iter_user_window`; raises the first failure (days archived before it stay archived).
     """
-    return dict(iter_user_window(ports, user_key, days, limiter=limiter))
+    return dict(iter_user_window(stores, user_key, days, limiter=limiter))
 
 
 def iter_user_window(
-    ports: Ports, user_key: str, days: Iterable[str], *, limiter: Limiter | None = None
+    stores: StepStores, user_key: str, days: Iterable[str], *, limiter: Limiter | None = None
 ) -> Generator[tuple[str, DatasetsSummary], None, None]:
     """Fetch one user's days, archive each day as soon as it is complete, yield ``(day, summary)``.
 
@@ -90,35 +90,35 @@ def iter_user_window(
     wanted = sorted(set(days))
     if not wanted:
         return
-    user = _importable_user(ports, user_key, wanted[0])
+    user = _importable_user(stores, user_key, wanted[0])
     # issue 13: days of another source (Google Health after a cut-over) go through the source seam
     elsewhere = [d for d in wanted if source_for_day(user, d) != GOOGLE_FIT]
     if elsewhere:
         for day in elsewhere:
-            yield day, fetch_from_source(ports, day, user)
+            yield day, fetch_from_source(stores, day, user)
         wanted = [d for d in wanted if d not in elsewhere]
         if not wanted:
             return
     if user.state is not UserState.ACTIVE:
         raise UserNotImportable(user_key, wanted[0], f"user is {user.state.value}; they must onboard again")
-    token = ports.vault.get(user_key)
+    token = stores.vault.get(user_key)
     if not token:
         raise UserNotImportable(
             user_key, wanted[0], "no refresh token in the vault; the user must onboard again"
         )
     done: set[str] = set()
     try:
-        yield from _fetch_window(ports, user, wanted, token, done, limiter)
+        yield from _fetch_window(stores, user, wanted, token, done, limiter)
     except fit_errors.ConsentRevoked as exc:
         left = [d for d in wanted if d not in done]
-        current = _rotated_token(ports, user_key, token)
+        current = _rotated_token(stores, user_key, token)
         if not current or current == token:
-            raise _unauthorized(ports, user_key, left[0], exc) from exc
+            raise _unauthorized(stores, user_key, left[0], exc) from exc
         try:  # another run rotated the refresh token after we read it: once more with the new one
-            yield from _fetch_window(ports, user, left, current, done, limiter)
+            yield from _fetch_window(stores, user, left, current, done, limiter)
         except fit_errors.ConsentRevoked as again:
             left = [d for d in wanted if d not in done]
-            raise _unauthorized(ports, user_key, left[0], again) from again
+            raise _unauthorized(stores, user_key, left[0], again) from again
 
 
 ROTATION_WAITS = (
@@ -128,15 +128,15 @@ ROTATION_WAITS = (
 )  # seconds: a concurrent run stores its rotated token right after receiving it
 
 
-def _rotated_token(ports: Ports, user_key: str, refused: str, sleep: Any = time.sleep) -> str | None:
+def _rotated_token(stores: StepStores, user_key: str, refused: str, sleep: Any = time.sleep) -> str | None:
     """The vault's token once it differs from ``refused``: another run may have rotated it a moment ago
     and not stored the new one yet (it stores it before using it), so look again a few times first."""
-    current = ports.vault.get(user_key)
+    current = stores.vault.get(user_key)
     for wait in ROTATION_WAITS:
         if current != refused:
             break
         sleep(wait)
-        current = ports.vault.get(user_key)
+        current = stores.vault.get(user_key)
     return current
 
 
@@ -200,8 +200,8 @@ def summarize(document: dict[str, Any], summary: DatasetsSummary) -> DatasetsSum
     return summary
 
 
-def _unauthorized(ports: Ports, user_key: str, day: str, exc: Exception) -> UserNotImportable:
-    ports.users.set_state(
+def _unauthorized(stores: StepStores, user_key: str, day: str, exc: Exception) -> UserNotImportable:
+    stores.users.set_state(
         user_key, UserState.UNAUTHORIZED, reason="invalid_grant: consent revoked or expired"
     )
     return UserNotImportable(
@@ -210,7 +210,7 @@ def _unauthorized(ports: Ports, user_key: str, day: str, exc: Exception) -> User
 
 
 def _fetch_window(
-    ports: Ports,
+    stores: StepStores,
     user: User,
     days: list[str],
     refresh_token: str,
@@ -220,15 +220,15 @@ def _fetch_window(
     user_key = user.key
 
     def store_rotated(new_token: str) -> None:
-        ports.vault.put(user_key, new_token)
+        stores.vault.put(user_key, new_token)
 
     client = GoogleFitClient(
-        ports.settings, refresh_token, on_refresh_token=store_rotated, bad_points="collect", limiter=limiter
+        stores.settings, refresh_token, on_refresh_token=store_rotated, bad_points="collect", limiter=limiter
     )
     try:
         try:
             sources = select_streams(
-                client.list_data_sources(), ports.settings.stream_policy, ports.settings.data_types
+                client.list_data_sources(), stores.settings.stream_policy, stores.settings.data_types
             )
         except fit_errors.ConsentRevoked:
             raise
@@ -251,7 +251,7 @@ def _fetch_window(
                 day = fetched.day.isoformat()
                 document = _document(user, day, fetched, sources)
                 del fetched
-                ports.archive.put(datasets_object(day, user_key), orjson.dumps(document))
+                stores.archive.put(datasets_object(day, user_key), orjson.dumps(document))
                 summary = summarize(document, DatasetsSummary(user_key=user_key, day=day))
                 del document
                 done.add(day)
@@ -263,30 +263,30 @@ def _fetch_window(
 # -- user-days of another source (Google Health after a cut-over): through the source seam (issue 13)
 
 
-def fetch_from_source(ports: Ports, day: str, user: User) -> DatasetsSummary:
+def fetch_from_source(stores: StepStores, day: str, user: User) -> DatasetsSummary:
     """Fetch one user-day from the user's source for that day and archive it where Fit days go."""
     if user.state is not UserState.ACTIVE:
         raise UserNotImportable(user.key, day, f"user is {user.state.value}; they must onboard again")
-    token = ports.vault.get(user.key)
+    token = stores.vault.get(user.key)
     if not token:
         raise UserNotImportable(user.key, day, "no refresh token in the vault; the user must onboard again")
     source = source_named(source_for_day(user, day))
     the_day = date.fromisoformat(day)
 
     def store_rotated(new_token: str) -> None:
-        ports.vault.put(user.key, new_token)
+        stores.vault.put(user.key, new_token)
 
     try:
-        documents = source.fetch_window(ports.settings, user, token, the_day, the_day, store_rotated)
+        documents = source.fetch_window(stores.settings, user, token, the_day, the_day, store_rotated)
     except fit_errors.ConsentRevoked as exc:
-        ports.users.set_state(
+        stores.users.set_state(
             user.key, UserState.UNAUTHORIZED, reason="invalid_grant: consent revoked or expired"
         )
         raise UserNotImportable(
             user.key, day, f"Google refused the refresh token ({exc}); user marked unauthorized"
         ) from exc
     except UserMustAct as exc:
-        ports.users.set_state(user.key, UserState.UNAUTHORIZED, reason=f"{source.name}: {exc}"[:500])
+        stores.users.set_state(user.key, UserState.UNAUTHORIZED, reason=f"{source.name}: {exc}"[:500])
         raise UserNotImportable(user.key, day, f"{exc}; user marked unauthorized until they act") from exc
     except SourceError as exc:
         cls = TransientUserDayError if exc.retryable else UserDayError
@@ -295,7 +295,7 @@ def fetch_from_source(ports: Ports, day: str, user: User) -> DatasetsSummary:
         cls = TransientUserDayError if exc.retryable else UserDayError
         raise cls(user.key, day, f"{type(exc).__name__}: {exc}") from exc
     document = {"user": user.key, **documents[the_day]}
-    ports.archive.put(datasets_object(day, user.key), orjson.dumps(document))
+    stores.archive.put(datasets_object(day, user.key), orjson.dumps(document))
     return summarize_source_document(document, DatasetsSummary(user_key=user.key, day=day))
 
 

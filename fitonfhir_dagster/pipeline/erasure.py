@@ -27,7 +27,7 @@ from ..fhir.fhir_client import FhirClient
 from ..medtech.identity import IOMT_SYSTEM, hashed_id
 from ..stores.keys import check_user_key
 from ..stores.users import User, UserState, utc_now_iso
-from .ports import Ports
+from .step_stores import StepStores
 
 log = logging.getLogger("fitonfhir.audit")
 AUDIT_KIND = "audit"
@@ -93,30 +93,30 @@ def delete_matches(fhir: FhirClient, resource_type: str, params: dict[str, str],
     raise ErasureError(f"{resource_type} search never emptied after {MAX_ROUNDS} rounds of deletions")
 
 
-def user_archive_objects(ports: Ports, user_key: str) -> list[str]:
+def user_archive_objects(stores: StepStores, user_key: str) -> list[str]:
     """Every archive object of the user: names ``kind/date=.../user=<key>/...``."""
     segment = f"user={check_user_key(user_key)}"
-    return [name for name in ports.archive.list() if segment in name.split("/")[:-1]]
+    return [name for name in stores.archive.list() if segment in name.split("/")[:-1]]
 
 
-def mark_erased(ports: Ports, user_key: str) -> User:
-    user = ports.users.get(check_user_key(user_key))
+def mark_erased(stores: StepStores, user_key: str) -> User:
+    user = stores.users.get(check_user_key(user_key))
     if user is None:
         raise ErasureError(f"no user with key {user_key!r}")
     if user.state != UserState.ERASED:
-        user = ports.users.set_state(user_key, UserState.ERASED, "erased on request")
+        user = stores.users.set_state(user_key, UserState.ERASED, "erased on request")
     return user
 
 
 def erase_user_data(
-    ports: Ports, fhir: FhirClient, user_key: str, before_delete: Callable[[], None] | None = None
+    stores: StepStores, fhir: FhirClient, user_key: str, before_delete: Callable[[], None] | None = None
 ) -> ErasureSummary:
     """Mark the user erased, call ``before_delete`` (the caller's last in-flight check), delete, audit."""
-    user = mark_erased(ports, user_key)
+    user = mark_erased(stores, user_key)
     if before_delete is not None:
         before_delete()
     patients = [user.patient_id]
-    create_mode = ports.settings.identity_mode == "create"
+    create_mode = stores.settings.identity_mode == "create"
     created_patient = hashed_id(None, user.google_sub)
     if create_mode or created_patient != user.patient_id:
         patients.append(created_patient)  # Create mode now or earlier: its Patient's Observations too
@@ -129,11 +129,11 @@ def erase_user_data(
         if fhir.read("Patient", created_patient) is not None:
             fhir.delete("Patient", created_patient)
             patients_deleted = 1
-    names = user_archive_objects(ports, user_key)
+    names = user_archive_objects(stores, user_key)
     for name in names:
-        ports.archive.delete(name)
-    token = ports.vault.get(user_key) is not None
-    ports.vault.delete(user_key)
+        stores.archive.delete(name)
+    token = stores.vault.get(user_key) is not None
+    stores.vault.delete(user_key)
     summary = ErasureSummary(
         user_key=user_key,
         erased_at=utc_now_iso(),
@@ -147,10 +147,10 @@ def erase_user_data(
     return summary
 
 
-def write_audit(ports: Ports, summary: ErasureSummary) -> str:
+def write_audit(stores: StepStores, summary: ErasureSummary) -> str:
     """One JSON line in the archive (``audit/erasures/<key>-<time>.json``, outside ``user=``) and the log."""
     stamp = summary.erased_at.replace(":", "").replace("-", "")
     name = f"{AUDIT_KIND}/erasures/{summary.user_key}-{stamp}.json"
-    ports.archive.put(name, summary.audit_json() + b"\n")
+    stores.archive.put(name, summary.audit_json() + b"\n")
     log.info(summary.audit_json().decode())
     return name

@@ -13,8 +13,8 @@ from ..fitmapping.device_messages import build_device_messages, fit_point_identi
 from ..sources import source_named
 from ..stores.archive import object_name
 from .datasets import load_datasets
-from .ports import Ports
 from .step_errors import UpstreamMissing
+from .step_stores import StepStores
 
 KIND = "device_messages"
 OBJECT = "messages.ndjson"
@@ -41,25 +41,25 @@ def messages_object(day: str, user_key: str) -> str:
     return object_name(KIND, day, user_key, OBJECT)
 
 
-def load_messages(ports: Ports, day: str, user_key: str) -> list[dict[str, Any]] | None:
-    raw = ports.archive.get(messages_object(day, user_key))
+def load_messages(stores: StepStores, day: str, user_key: str) -> list[dict[str, Any]] | None:
+    raw = stores.archive.get(messages_object(day, user_key))
     if raw is None:
         return None
     return [orjson.loads(line) for line in raw.splitlines() if line]
 
 
 def build_user_day_messages(
-    ports: Ports, day: str, user_key: str, publisher: Publisher | None = None
+    stores: StepStores, day: str, user_key: str, publisher: Publisher | None = None
 ) -> MessagesSummary:
-    document = load_datasets(ports, day, user_key)
+    document = load_datasets(stores, day, user_key)
     if document is None:
         raise UpstreamMissing(
             user_key, day, "no archived fit_datasets for this user-day; materialize fit_datasets first"
         )
     if document.get("source", "google-fit") != "google-fit":  # issue 13: a day from another source
-        return messages_from_source(ports, day, user_key, document, publisher)
+        return messages_from_source(stores, day, user_key, document, publisher)
     summary = MessagesSummary(user_key=user_key, day=day)
-    user = ports.users.get(user_key)
+    user = stores.users.get(user_key)
     google_sub = user.google_sub if user else document["googleSub"]
     sources = {s["dataStreamId"]: s for s in document["sources"]}
     bodies: list[bytes] = []
@@ -71,7 +71,7 @@ def build_user_day_messages(
             streams.append(message.data_source_id)
             summary.points += message.points
     payload = b"\n".join(bodies) + (b"\n" if bodies else b"")
-    ports.archive.put(messages_object(day, user_key), payload)
+    stores.archive.put(messages_object(day, user_key), payload)
     summary.messages = len(bodies)
     summary.bytes = len(payload)
     if publisher is not None and bodies:
@@ -107,16 +107,16 @@ def verify_exactly_once(
 
 
 def messages_from_source(
-    ports: Ports, day: str, user_key: str, document: dict[str, Any], publisher: Publisher | None
+    stores: StepStores, day: str, user_key: str, document: dict[str, Any], publisher: Publisher | None
 ) -> MessagesSummary:
     """Device messages of an archived non-Fit user-day, checked to hold every point exactly once."""
     source = source_named(document["source"])
-    user = ports.users.get(user_key)
+    user = stores.users.get(user_key)
     google_sub = user.google_sub if user else document["googleSub"]
     built = source.device_messages(document, google_sub)
     bodies = [m.body for m in built]
     payload = b"\n".join(bodies) + (b"\n" if bodies else b"")
-    ports.archive.put(messages_object(day, user_key), payload)
+    stores.archive.put(messages_object(day, user_key), payload)
     summary = MessagesSummary(user_key=user_key, day=day, messages=len(bodies), bytes=len(payload))
     summary.points = sum(m.points for m in built)
     if publisher is not None and bodies:

@@ -28,8 +28,8 @@ from ..medtech.identity import CreateIdentity, IdentityResolver, PatientReferenc
 from ..stores.archive import object_name
 from . import conversion_templates
 from .messages import messages_object
-from .ports import Ports
 from .step_errors import TransientUserDayError, UpstreamMissing, UserDayError
+from .step_stores import StepStores
 
 KIND = "fhir_observations"
 WRITTEN_OBJECT = "written.json"
@@ -81,11 +81,11 @@ class ObservationsSummary:
                     self.written_ids[slot] = rid
 
 
-def identity_for(ports: Ports, user_key: str) -> IdentityResolver:
+def identity_for(stores: StepStores, user_key: str) -> IdentityResolver:
     """``patient`` (default) references the user's onboarded Patient; ``create`` behaves like MedTech Create."""
-    if ports.settings.identity_mode == "create":
+    if stores.settings.identity_mode == "create":
         return CreateIdentity()
-    user = ports.users.get(user_key)
+    user = stores.users.get(user_key)
     return PatientReferenceIdentity({user.google_sub: user.patient_id} if user else {})
 
 
@@ -120,10 +120,12 @@ def templates_digest(templates: tuple[Any, Any]) -> str | None:
     return None
 
 
-def write_fingerprint(ports: Ports, fhir: FhirClient, messages: bytes, digest: str, user_key: str) -> str:
+def write_fingerprint(
+    stores: StepStores, fhir: FhirClient, messages: bytes, digest: str, user_key: str
+) -> str:
     """What a user-day's FHIR write depends on: its device messages, the templates, the server, identity."""
-    user = ports.users.get(user_key)
-    identity = ports.settings.identity_mode
+    user = stores.users.get(user_key)
+    identity = stores.settings.identity_mode
     if identity != "create":
         identity += f":{user.google_sub}:{user.patient_id}" if user else ":-"
     h = hashlib.sha256()
@@ -135,7 +137,7 @@ def write_fingerprint(ports: Ports, fhir: FhirClient, messages: bytes, digest: s
 
 
 def convert_user_day(
-    ports: Ports,
+    stores: StepStores,
     fhir: FhirClient,
     templates: tuple[Any, Any],
     day: str,
@@ -152,15 +154,15 @@ def convert_user_day(
     re-reads FHIR even when the fingerprint of the last successful write matches. ``devices_written``
     (one per run) remembers the Devices already written, so the days of a user write them once.
     """
-    raw = ports.archive.get(messages_object(day, user_key))
+    raw = stores.archive.get(messages_object(day, user_key))
     if raw is None:
         raise UpstreamMissing(user_key, day, "no archived device_messages; materialize device_messages first")
     digest = digest or templates_digest(templates)
-    verify = ports.settings.fhir_verify if verify is None else verify
-    fingerprint = write_fingerprint(ports, fhir, raw, digest, user_key) if digest else None
+    verify = stores.settings.fhir_verify if verify is None else verify
+    fingerprint = write_fingerprint(stores, fhir, raw, digest, user_key) if digest else None
     record_name = written_object(day, user_key)
     if fingerprint is not None and not verify:
-        stored = ports.archive.get(record_name)
+        stored = stores.archive.get(record_name)
         record = orjson.loads(stored) if stored is not None else None
         if record is not None and record.get("fingerprint") == fingerprint:
             return ObservationsSummary(
@@ -177,9 +179,9 @@ def convert_user_day(
                 skipped=True,
             )
         if record is not None:
-            ports.archive.delete(record_name)  # what the server holds is about to change
+            stores.archive.delete(record_name)  # what the server holds is about to change
     messages = [orjson.loads(line) for line in raw.splitlines() if line]
-    converter = Converter(templates[0], templates[1], identity_for(ports, user_key), points_key="point")
+    converter = Converter(templates[0], templates[1], identity_for(stores, user_key), points_key="point")
     result = converter.convert(messages)
     del messages, raw  # a heavy day: keep only the Observations in memory while writing
     summary = ObservationsSummary(
@@ -198,7 +200,7 @@ def convert_user_day(
         )
     summary.dead_letters = len(result.dead_letters)
     name = object_name(DEAD_LETTERS, day, user_key, "dead_letters.ndjson")
-    ports.archive.put(name, b"".join(orjson.dumps(x) + b"\n" for x in letters))
+    stores.archive.put(name, b"".join(orjson.dumps(x) + b"\n" for x in letters))
     try:
         if result.patients:  # Create mode: the Patients MedTech would have created
             fhir.upsert_many(result.patients)
@@ -224,7 +226,7 @@ def convert_user_day(
             "points_dead_lettered": summary.points_dead_lettered,
             "points_unmatched": summary.points_unmatched,
         }
-        ports.archive.put(record_name, orjson.dumps(record))
+        stores.archive.put(record_name, orjson.dumps(record))
     return summary
 
 

@@ -24,8 +24,8 @@ from ..googlefit.ratelimit import ChainedLimiter, Limiter, RequestLimiter
 from .datasets import fetch_user_day, iter_user_window
 from .messages import Publisher, build_user_day_messages
 from .observations import DevicesWritten, convert_user_day
-from .ports import Ports
 from .step_errors import TransientUserDayError, UserDayError
+from .step_stores import StepStores
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,13 @@ class UserDayOutcome:
 OnDone = Callable[[UserDayOutcome], None]
 
 
-def project_limiter(ports: Ports, workers: int = 1) -> RequestLimiter:
+def project_limiter(stores: StepStores, workers: int = 1) -> RequestLimiter:
     """The Fit API ceiling shared by every user of a run (``<= 0``: unlimited)."""
-    return RequestLimiter(ports.settings.project_max_requests_per_minute, burst=max(5, workers))
+    return RequestLimiter(stores.settings.project_max_requests_per_minute, burst=max(5, workers))
 
 
 def run_user_days(
-    ports: Ports,
+    stores: StepStores,
     keys: Iterable[tuple[str, str]],
     steps: Sequence[str] = STEPS,
     *,
@@ -73,7 +73,7 @@ def run_user_days(
     thread) once per user-day as soon as it finished. Returns every outcome, in completion order."""
     outcomes = []
     for outcome in iter_user_days(
-        ports,
+        stores,
         keys,
         steps,
         fhir=fhir,
@@ -90,7 +90,7 @@ def run_user_days(
 
 
 def iter_user_days(
-    ports: Ports,
+    stores: StepStores,
     keys: Iterable[tuple[str, str]],
     steps: Sequence[str] = STEPS,
     *,
@@ -119,9 +119,11 @@ def iter_user_days(
             days.append(day)
     if not by_user:
         return
-    size = max(1, min(workers or ports.settings.import_workers, len(by_user)))
-    shared = limiter if limiter is not None else project_limiter(ports, size)
-    job = _UserJob(ports, tuple(s for s in STEPS if s in steps), fhir, templates, templates_digest, publisher)
+    size = max(1, min(workers or stores.settings.import_workers, len(by_user)))
+    shared = limiter if limiter is not None else project_limiter(stores, size)
+    job = _UserJob(
+        stores, tuple(s for s in STEPS if s in steps), fhir, templates, templates_digest, publisher
+    )
     done: queue.SimpleQueue[UserDayOutcome | None] = queue.SimpleQueue()
     stop = threading.Event()
 
@@ -148,7 +150,7 @@ def iter_user_days(
 
 @dataclass
 class _UserJob:
-    ports: Ports
+    stores: StepStores
     steps: tuple[str, ...]
     fhir: Any
     templates: tuple[Any, Any] | None
@@ -171,8 +173,8 @@ class _UserJob:
                 emit(self._after_fetch(UserDayOutcome(day, user_key)))
             return
         pending = set(days)
-        own = RequestLimiter(self.ports.settings.max_requests_per_minute)
-        fetched = iter_user_window(self.ports, user_key, days, limiter=ChainedLimiter(own, project))
+        own = RequestLimiter(self.stores.settings.max_requests_per_minute)
+        fetched = iter_user_window(self.stores, user_key, days, limiter=ChainedLimiter(own, project))
         try:
             for day, summary in fetched:
                 pending.discard(day)
@@ -211,11 +213,11 @@ class _UserJob:
 
     def _run_step(self, step: str, day: str, user_key: str) -> Any:
         if step == DEVICE_MESSAGES:
-            return build_user_day_messages(self.ports, day, user_key, self.publisher)
+            return build_user_day_messages(self.stores, day, user_key, self.publisher)
         if step == FHIR_OBSERVATIONS:
             assert self.templates is not None
             return convert_user_day(
-                self.ports,
+                self.stores,
                 self.fhir,
                 self.templates,
                 day,
@@ -223,4 +225,4 @@ class _UserJob:
                 digest=self.templates_digest,
                 devices_written=self.devices,
             )
-        return fetch_user_day(self.ports, day, user_key)
+        return fetch_user_day(self.stores, day, user_key)

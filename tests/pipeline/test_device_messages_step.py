@@ -5,8 +5,8 @@ import pytest
 
 from fitonfhir_dagster.pipeline.datasets import datasets_object
 from fitonfhir_dagster.pipeline.messages import build_user_day_messages, load_messages
-from fitonfhir_dagster.pipeline.ports import Ports
 from fitonfhir_dagster.pipeline.step_errors import UpstreamMissing
+from fitonfhir_dagster.pipeline.step_stores import StepStores
 from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.archive import LocalArchive
 from fitonfhir_dagster.stores.eventhub import EventHubPublisher
@@ -20,13 +20,15 @@ HR = "derived:com.google.heart_rate.bpm:com.google.android.gms:merge_heart_rate_
 
 
 @pytest.fixture
-def ports(tmp_path):
+def stores(tmp_path):
     settings = Settings.from_env({"FITONFHIR_HOME": str(tmp_path)})
     users = SqliteUsersTable(tmp_path / "users.sqlite3")
-    return Ports(settings, users, LocalTokenVault(tmp_path / "vault"), LocalArchive(tmp_path / "archive"))
+    return StepStores(
+        settings, users, LocalTokenVault(tmp_path / "vault"), LocalArchive(tmp_path / "archive")
+    )
 
 
-def _archive_day(ports, user, points_per_page, pages):
+def _archive_day(stores, user, points_per_page, pages):
     def point(i):
         return {
             "dataTypeName": "com.google.heart_rate.bpm",
@@ -52,20 +54,20 @@ def _archive_day(ports, user, points_per_page, pages):
             ]
         },
     }
-    ports.archive.put(datasets_object(DAY, user.key), orjson.dumps(document))
+    stores.archive.put(datasets_object(DAY, user.key), orjson.dumps(document))
 
 
-def _user(ports):
-    return ports.users.upsert_onboarded(google_sub="1234567890", google_issuer="https://x", patient_id="p-1")
+def _user(stores):
+    return stores.users.upsert_onboarded(google_sub="1234567890", google_issuer="https://x", patient_id="p-1")
 
 
-def test_messages_are_published_exactly_once_in_batches_of_at_most_1_mb(ports):
-    user = _user(ports)
-    _archive_day(ports, user, points_per_page=1000, pages=12)  # ~0.35 MB a page
+def test_messages_are_published_exactly_once_in_batches_of_at_most_1_mb(stores):
+    user = _user(stores)
+    _archive_day(stores, user, points_per_page=1000, pages=12)  # ~0.35 MB a page
     producer = RecordingProducer()
-    summary = build_user_day_messages(ports, DAY, user.key, EventHubPublisher(producer))
+    summary = build_user_day_messages(stores, DAY, user.key, EventHubPublisher(producer))
     sent = [body for batch in producer.sent for body in batch.bodies]
-    archived = load_messages(ports, DAY, user.key)
+    archived = load_messages(stores, DAY, user.key)
     assert [orjson.loads(b) for b in sent] == archived
     assert summary.messages == len(sent) == 12 and summary.points == 12_000
     assert summary.batches == len(producer.sent) > 1
@@ -73,26 +75,26 @@ def test_messages_are_published_exactly_once_in_batches_of_at_most_1_mb(ports):
     assert (summary.missing_points, summary.duplicated_points) == (0, 0)
 
 
-def test_an_oversize_page_is_split_before_publishing_and_nothing_is_dropped(ports):
-    user = _user(ports)
-    _archive_day(ports, user, points_per_page=6000, pages=1)  # ~2 MB: larger than one event may be
+def test_an_oversize_page_is_split_before_publishing_and_nothing_is_dropped(stores):
+    user = _user(stores)
+    _archive_day(stores, user, points_per_page=6000, pages=1)  # ~2 MB: larger than one event may be
     producer = RecordingProducer()
-    summary = build_user_day_messages(ports, DAY, user.key, EventHubPublisher(producer))
+    summary = build_user_day_messages(stores, DAY, user.key, EventHubPublisher(producer))
     sent = [orjson.loads(body) for batch in producer.sent for body in batch.bodies]
     assert len(sent) > 1
     assert sum(len(m["point"]) for m in sent) == 6000 == summary.points
     assert (summary.missing_points, summary.duplicated_points) == (0, 0)
 
 
-def test_rerunning_replaces_the_archived_messages_instead_of_appending(ports):
-    user = _user(ports)
-    _archive_day(ports, user, points_per_page=10, pages=2)
-    build_user_day_messages(ports, DAY, user.key)
-    build_user_day_messages(ports, DAY, user.key)
-    assert len(load_messages(ports, DAY, user.key)) == 2
+def test_rerunning_replaces_the_archived_messages_instead_of_appending(stores):
+    user = _user(stores)
+    _archive_day(stores, user, points_per_page=10, pages=2)
+    build_user_day_messages(stores, DAY, user.key)
+    build_user_day_messages(stores, DAY, user.key)
+    assert len(load_messages(stores, DAY, user.key)) == 2
 
 
-def test_a_user_day_without_archived_datasets_is_a_clear_error(ports):
-    user = _user(ports)
+def test_a_user_day_without_archived_datasets_is_a_clear_error(stores):
+    user = _user(stores)
     with pytest.raises(UpstreamMissing, match=f"{DAY}\\|{user.key}: no archived fit_datasets"):
-        build_user_day_messages(ports, DAY, user.key)
+        build_user_day_messages(stores, DAY, user.key)

@@ -9,7 +9,7 @@ from fitonfhir_dagster.pipeline.conversion_templates import build_templates
 from fitonfhir_dagster.pipeline.datasets import datasets_object, fetch_user_day
 from fitonfhir_dagster.pipeline.messages import build_user_day_messages, load_messages
 from fitonfhir_dagster.pipeline.observations import DEAD_LETTERS, ObservationsSummary, convert_user_day
-from fitonfhir_dagster.pipeline.ports import Ports
+from fitonfhir_dagster.pipeline.step_stores import StepStores
 from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.archive import LocalArchive, object_name
 from fitonfhir_dagster.stores.users import SqliteUsersTable
@@ -29,33 +29,33 @@ def sandbox(tmp_path_factory):
 
 
 @pytest.fixture
-def ports(tmp_path, sandbox):
+def stores(tmp_path, sandbox):
     sandbox.clear_faults()
     env = {"FITONFHIR_HOME": str(tmp_path), "FITONFHIR_SANDBOX_URL": sandbox.url}
     settings = Settings.from_env(env)
     users = SqliteUsersTable(tmp_path / "users.sqlite3")
-    yield Ports(settings, users, LocalTokenVault(tmp_path / "vault"), LocalArchive(tmp_path / "archive"))
+    yield StepStores(settings, users, LocalTokenVault(tmp_path / "vault"), LocalArchive(tmp_path / "archive"))
     sandbox.clear_faults()
 
 
-def _onboard(ports, sandbox):
+def _onboard(stores, sandbox):
     tokens = sandbox.onboard(EMAIL)
-    user = ports.users.upsert_onboarded(
+    user = stores.users.upsert_onboarded(
         google_sub=sandbox.sub_for_email(EMAIL), google_issuer=sandbox.url, patient_id="patient-1"
     )
-    ports.vault.put(user.key, tokens["refresh_token"])
+    stores.vault.put(user.key, tokens["refresh_token"])
     return user
 
 
-def test_a_page_without_data_source_id_is_supplied_and_the_day_goes_through(ports, sandbox):
-    user = _onboard(ports, sandbox)
+def test_a_page_without_data_source_id_is_supplied_and_the_day_goes_through(stores, sandbox):
+    user = _onboard(stores, sandbox)
     sandbox.add_fault(path="merge_heart_rate_bpm/datasets/", malformed="missing_fields", count=1)
 
-    fetched = fetch_user_day(ports, DAY, user.key)
-    summary = build_user_day_messages(ports, DAY, user.key)  # was: KeyError 'dataSourceId'
+    fetched = fetch_user_day(stores, DAY, user.key)
+    summary = build_user_day_messages(stores, DAY, user.key)  # was: KeyError 'dataSourceId'
 
     assert fetched.supplied_fields == 3 and fetched.bad_points == 1
-    document = orjson.loads(ports.archive.get(datasets_object(DAY, user.key)))
+    document = orjson.loads(stores.archive.get(datasets_object(DAY, user.key)))
     assert document["suppliedFields"] == [
         {
             "stream": HR_MERGED,
@@ -66,16 +66,16 @@ def test_a_page_without_data_source_id_is_supplied_and_the_day_goes_through(port
     assert "endTimeNanos" in document["badPoints"][0]["reason"]
     assert (summary.missing_points, summary.duplicated_points) == (0, 0)
     assert summary.points == fetched.points
-    hr = [m for m in load_messages(ports, DAY, user.key) if m["dataSourceId"] == HR_MERGED]
+    hr = [m for m in load_messages(stores, DAY, user.key) if m["dataSourceId"] == HR_MERGED]
     assert hr and all("minStartTimeNs" in m for m in hr)
 
 
-def test_a_truncated_body_is_retried_and_loses_nothing(ports, sandbox):
-    user = _onboard(ports, sandbox)
-    clean = fetch_user_day(ports, DAY, user.key)
+def test_a_truncated_body_is_retried_and_loses_nothing(stores, sandbox):
+    user = _onboard(stores, sandbox)
+    clean = fetch_user_day(stores, DAY, user.key)
     sandbox.add_fault(path="merge_heart_rate_bpm/datasets/", malformed="not_json", count=1)
 
-    fetched = fetch_user_day(ports, DAY, user.key)
+    fetched = fetch_user_day(stores, DAY, user.key)
 
     assert (fetched.points, fetched.bad_points) == (clean.points, 0)
     assert fetched.api_calls == clean.api_calls + 1
@@ -89,7 +89,7 @@ def _all_streams_ports(tmp_path, sandbox, style):
         "FITONFHIR_TEMPLATE_STYLE": style,
     }
     users = SqliteUsersTable(tmp_path / f"{style}-users.sqlite3")
-    return Ports(
+    return StepStores(
         Settings.from_env(env),
         users,
         LocalTokenVault(tmp_path / f"{style}-vault"),
@@ -99,18 +99,18 @@ def _all_streams_ports(tmp_path, sandbox, style):
 
 @pytest.mark.parametrize("style", ["standard", "original"])
 def test_points_of_a_stream_no_template_names_are_observed_or_counted_and_archived(tmp_path, sandbox, style):
-    ports = _all_streams_ports(tmp_path, sandbox, style)
-    user = _onboard(ports, sandbox)
+    stores = _all_streams_ports(tmp_path, sandbox, style)
+    user = _onboard(stores, sandbox)
     sandbox.add_fault(orphan_source=True, sub=user.google_sub)
-    fetched = fetch_user_day(ports, DAY, user.key)
-    messages = build_user_day_messages(ports, DAY, user.key)
-    document = orjson.loads(ports.archive.get(datasets_object(DAY, user.key)))
+    fetched = fetch_user_day(stores, DAY, user.key)
+    messages = build_user_day_messages(stores, DAY, user.key)
+    document = orjson.loads(stores.archive.get(datasets_object(DAY, user.key)))
     orphan_points = sum(len(p["point"]) for p in document["pages"].get(ORPHAN_STREAM_ID, []))
     assert orphan_points > 0 and messages.points == fetched.points
-    device, fhir_mapping, _ = build_templates(ports.settings)
+    device, fhir_mapping, _ = build_templates(stores.settings)
     fhir = FhirClient(sandbox.fhir_url)
 
-    summary = convert_user_day(ports, fhir, (device, fhir_mapping), DAY, user.key)
+    summary = convert_user_day(stores, fhir, (device, fhir_mapping), DAY, user.key)
 
     assert summary.points_in == fetched.points
     assert summary.points_unaccounted == 0 and summary.dead_letters == 0
@@ -118,7 +118,7 @@ def test_points_of_a_stream_no_template_names_are_observed_or_counted_and_archiv
     assert checks[POINTS_ACCOUNTED] is True
     letters = [
         orjson.loads(line)
-        for line in ports.archive.get(
+        for line in stores.archive.get(
             object_name(DEAD_LETTERS, DAY, user.key, "dead_letters.ndjson")
         ).splitlines()
     ]

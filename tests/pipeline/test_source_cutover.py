@@ -15,7 +15,7 @@ from fitonfhir_dagster.pipeline.conversion_templates import templates_for_conver
 from fitonfhir_dagster.pipeline.datasets import datasets_object, fetch_user_day
 from fitonfhir_dagster.pipeline.messages import build_user_day_messages
 from fitonfhir_dagster.pipeline.observations import convert_user_day
-from fitonfhir_dagster.pipeline.ports import Ports
+from fitonfhir_dagster.pipeline.step_stores import StepStores
 from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.archive import LocalArchive
 from fitonfhir_dagster.stores.users import SqliteUsersTable, UserState, source_for_day
@@ -35,39 +35,41 @@ def sandbox(tmp_path_factory):
 
 
 @pytest.fixture
-def ports(tmp_path, sandbox):
+def stores(tmp_path, sandbox):
     settings = Settings.from_env({"FITONFHIR_HOME": str(tmp_path), "FITONFHIR_SANDBOX_URL": sandbox.url})
     users = SqliteUsersTable(tmp_path / "users.sqlite3")
-    return Ports(settings, users, LocalTokenVault(tmp_path / "vault"), LocalArchive(tmp_path / "archive"))
+    return StepStores(
+        settings, users, LocalTokenVault(tmp_path / "vault"), LocalArchive(tmp_path / "archive")
+    )
 
 
-def _import(ports, fhir, templates, day: str, key: str):
-    fetched = fetch_user_day(ports, day, key)
-    messages = build_user_day_messages(ports, day, key)
-    observations = convert_user_day(ports, fhir, templates, day, key)
+def _import(stores, fhir, templates, day: str, key: str):
+    fetched = fetch_user_day(stores, day, key)
+    messages = build_user_day_messages(stores, day, key)
+    observations = convert_user_day(stores, fhir, templates, day, key)
     return fetched, messages, observations
 
 
-def test_days_before_the_cut_over_come_from_fit_and_from_it_on_from_health(ports, sandbox):
+def test_days_before_the_cut_over_come_from_fit_and_from_it_on_from_health(stores, sandbox):
     sub = sandbox.sub_for_email(EMAIL)
-    fit = ports.users.upsert_onboarded(google_sub=sub, google_issuer=sandbox.url, patient_id="patient-9")
-    ports.vault.put(fit.key, sandbox.onboard(EMAIL, scopes=DEFAULT_SCOPES)["refresh_token"])
+    fit = stores.users.upsert_onboarded(google_sub=sub, google_issuer=sandbox.url, patient_id="patient-9")
+    stores.vault.put(fit.key, sandbox.onboard(EMAIL, scopes=DEFAULT_SCOPES)["refresh_token"])
     # consent to Google Health: the sandbox (like Google) widens the grant, so one refresh token reads both
-    moved = ports.users.upsert_onboarded(
+    moved = stores.users.upsert_onboarded(
         google_sub=sub, google_issuer=sandbox.url, patient_id="patient-9", source="google-health"
     )
-    ports.vault.put(moved.key, sandbox.onboard(EMAIL, scopes=scopes_for())["refresh_token"])
+    stores.vault.put(moved.key, sandbox.onboard(EMAIL, scopes=scopes_for())["refresh_token"])
     cutover = date.fromisoformat(moved.cutover_day)
     assert (moved.key, moved.patient_id) == (fit.key, "patient-9")
     assert cutover == datetime.now(UTC).date() + timedelta(days=1)
 
-    fhir = FhirClient.from_settings(ports.settings)
-    templates = templates_for_conversion(ports)
+    fhir = FhirClient.from_settings(stores.settings)
+    templates = templates_for_conversion(stores)
     days = [(cutover + timedelta(days=i)).isoformat() for i in range(-2, 2)]
     sources = {}
     for day in days:
-        fetched, messages, observations = _import(ports, fhir, templates, day, moved.key)
-        document = orjson.loads(ports.archive.get(datasets_object(day, moved.key)))
+        fetched, messages, observations = _import(stores, fhir, templates, day, moved.key)
+        document = orjson.loads(stores.archive.get(datasets_object(day, moved.key)))
         sources[day] = document.get("source", "google-fit")
         assert fetched.points > 0, f"{day} imported nothing"
         assert (messages.missing_points, messages.duplicated_points) == (0, 0)
@@ -83,28 +85,28 @@ def test_days_before_the_cut_over_come_from_fit_and_from_it_on_from_health(ports
 
     assert sources == {d: source_for_day(moved, d) for d in days}
     assert list(sources.values()) == ["google-fit", "google-fit", "google-health", "google-health"]
-    health_day = orjson.loads(ports.archive.get(datasets_object(days[2], moved.key)))
+    health_day = orjson.loads(stores.archive.get(datasets_object(days[2], moved.key)))
     assert set(health_day["pages"]) == set(DEFAULT_TYPE_NAMES)
 
     # re-importing any day writes nothing: no day is ever imported twice
     for day in days:
-        assert _import(ports, fhir, templates, day, moved.key)[2].written == 0
+        assert _import(stores, fhir, templates, day, moved.key)[2].written == 0
 
 
-def test_an_account_without_google_health_is_marked_and_not_retried(ports, sandbox):
+def test_an_account_without_google_health_is_marked_and_not_retried(stores, sandbox):
     email = "no.health.yet+nohealth@example.com"
-    user = ports.users.upsert_onboarded(
+    user = stores.users.upsert_onboarded(
         google_sub=sandbox.sub_for_email(email),
         google_issuer=sandbox.url,
         patient_id="p-2",
         source="google-health",
     )
-    ports.vault.put(user.key, sandbox.onboard(email, scopes=scopes_for())["refresh_token"])
+    stores.vault.put(user.key, sandbox.onboard(email, scopes=scopes_for())["refresh_token"])
 
     from fitonfhir_dagster.pipeline.step_errors import UserNotImportable
 
     with pytest.raises(UserNotImportable, match="ACCOUNT_NOT_LINKED") as caught:
-        fetch_user_day(ports, "2026-11-20", user.key)
+        fetch_user_day(stores, "2026-11-20", user.key)
     assert not caught.value.retryable
-    marked = ports.users.get(user.key)
+    marked = stores.users.get(user.key)
     assert marked.state is UserState.UNAUTHORIZED and "ACCOUNT_NOT_LINKED" in marked.state_reason

@@ -14,9 +14,9 @@ from fitonfhir_dagster.googlefit.catalog import sample_data_sources
 from fitonfhir_dagster.googlefit.fit_client import DatasetPage, GoogleFitClient
 from fitonfhir_dagster.googlefit.wire import reading_identity
 from fitonfhir_dagster.pipeline.datasets import fetch_user_day, fetch_user_window, load_datasets
-from fitonfhir_dagster.pipeline.ports import Ports
 from fitonfhir_dagster.pipeline.runner import STEPS, run_user_days
 from fitonfhir_dagster.pipeline.step_errors import UserNotImportable
+from fitonfhir_dagster.pipeline.step_stores import StepStores
 from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.archive import LocalArchive
 from fitonfhir_dagster.stores.users import SqliteUsersTable, UserState
@@ -73,7 +73,7 @@ def _ports(home, sandbox, **env):
             **env,
         }
     )
-    return Ports(
+    return StepStores(
         settings,
         SqliteUsersTable(home / "users.sqlite3"),
         LocalTokenVault(home / "vault"),
@@ -82,16 +82,16 @@ def _ports(home, sandbox, **env):
 
 
 @pytest.fixture
-def ports(tmp_path, sandbox):
+def stores(tmp_path, sandbox):
     return _ports(tmp_path / "home", sandbox)
 
 
-def _onboard(ports, sandbox, email):
+def _onboard(stores, sandbox, email):
     tokens = sandbox.onboard(email)
-    user = ports.users.upsert_onboarded(
+    user = stores.users.upsert_onboarded(
         google_sub=sandbox.sub_for_email(email), google_issuer=sandbox.url, patient_id=f"p-{abs(hash(email))}"
     )
-    ports.vault.put(user.key, tokens["refresh_token"])
+    stores.vault.put(user.key, tokens["refresh_token"])
     return user
 
 
@@ -102,10 +102,10 @@ def _points_by_stream(document):
     }
 
 
-def test_one_token_refresh_and_one_source_list_per_user_window(ports, sandbox, requests_seen):
-    user = _onboard(ports, sandbox, "window@example.com")
+def test_one_token_refresh_and_one_source_list_per_user_window(stores, sandbox, requests_seen):
+    user = _onboard(stores, sandbox, "window@example.com")
     requests_seen.take()
-    summaries = fetch_user_window(ports, user.key, DAYS)
+    summaries = fetch_user_window(stores, user.key, DAYS)
     seen = requests_seen.take()
     assert sorted(summaries) == DAYS and all(s.points > 0 for s in summaries.values())
     assert [p for _, p in seen].count("/token") == 1
@@ -196,13 +196,13 @@ def test_a_point_crossing_midnight_is_archived_once_by_the_day_it_starts_in(tmp_
     assert fetched[last].stats.outside_day == 0
 
 
-def test_a_run_of_several_users_with_one_failing_user_completes_the_others(ports, sandbox):
-    users = [_onboard(ports, sandbox, f"side-{i}@example.com") for i in range(3)]
+def test_a_run_of_several_users_with_one_failing_user_completes_the_others(stores, sandbox):
+    users = [_onboard(stores, sandbox, f"side-{i}@example.com") for i in range(3)]
     sandbox.revoke_user(users[1].google_sub)
     keys = [(day, u.key) for u in users for day in DAYS[:2]]
     finished = []
     outcomes = run_user_days(
-        ports, keys, ("fit_datasets", "device_messages"), workers=3, on_done=finished.append
+        stores, keys, ("fit_datasets", "device_messages"), workers=3, on_done=finished.append
     )
     assert finished == outcomes and len(outcomes) == len(keys)
     by_key = {(o.day, o.user_key): o for o in outcomes}
@@ -214,18 +214,18 @@ def test_a_run_of_several_users_with_one_failing_user_completes_the_others(ports
             assert (
                 done.ok and done.summaries["device_messages"].points == done.summaries["fit_datasets"].points
             )
-    assert ports.users.get(users[1].key).state is UserState.UNAUTHORIZED
-    assert ports.users.get(users[0].key).state is UserState.ACTIVE
+    assert stores.users.get(users[1].key).state is UserState.UNAUTHORIZED
+    assert stores.users.get(users[0].key).state is UserState.ACTIVE
 
 
-def test_rotated_refresh_tokens_are_never_lost_under_concurrency(ports, sandbox):
+def test_rotated_refresh_tokens_are_never_lost_under_concurrency(stores, sandbox):
     """The sandbox revokes a refresh token as soon as it rotates it: a lost rotation is a lost user."""
-    users = [_onboard(ports, sandbox, f"rotate-{i}@example.com") for i in range(4)]
+    users = [_onboard(stores, sandbox, f"rotate-{i}@example.com") for i in range(4)]
     keys = [(day, u.key) for u in users for day in DAYS[:2]]
     results: list[list] = []
 
     def run() -> None:
-        results.append(run_user_days(ports, keys, ("fit_datasets",), workers=4))
+        results.append(run_user_days(stores, keys, ("fit_datasets",), workers=4))
 
     # two runs over the same users at once: every user's token is refreshed (and rotated) by both
     threads = [threading.Thread(target=run) for _ in range(2)]
@@ -236,20 +236,20 @@ def test_rotated_refresh_tokens_are_never_lost_under_concurrency(ports, sandbox)
     assert len(results) == 2
     for outcomes in results:
         assert [str(o.error) for o in outcomes if not o.ok] == []
-    again = run_user_days(ports, keys, ("fit_datasets",), workers=4)  # the stored tokens still work
+    again = run_user_days(stores, keys, ("fit_datasets",), workers=4)  # the stored tokens still work
     assert all(o.ok for o in again)
     for user in users:
-        assert ports.users.get(user.key).state is UserState.ACTIVE
-        assert sandbox.refresh(ports.vault.get(user.key)).status_code == 200
+        assert stores.users.get(user.key).state is UserState.ACTIVE
+        assert sandbox.refresh(stores.vault.get(user.key)).status_code == 200
 
 
-def test_a_rerun_that_changed_nothing_sends_no_fhir_request(ports, sandbox, requests_seen, monkeypatch):
-    users = [_onboard(ports, sandbox, f"rerun-{i}@example.com") for i in range(2)]
+def test_a_rerun_that_changed_nothing_sends_no_fhir_request(stores, sandbox, requests_seen, monkeypatch):
+    users = [_onboard(stores, sandbox, f"rerun-{i}@example.com") for i in range(2)]
     templates = generate_templates(sample_data_sources(), style="standard")
     keys = [(day, u.key) for u in users for day in DAYS[:3]]
 
     def run(**env):
-        run_ports = _ports(ports.settings.home, sandbox, **env)
+        run_ports = _ports(stores.settings.home, sandbox, **env)
         fhir = FhirClient(sandbox.fhir_url)
         requests_seen.take()
         outcomes = run_user_days(run_ports, keys, STEPS, fhir=fhir, templates=templates, workers=2)

@@ -89,7 +89,7 @@ def test_start_up_refuses_with_only_a_client_id(command, tmp_path):
 
 
 def test_what_the_import_is_configured_with_reaches_the_run_through_its_resources(tmp_path):
-    from fitonfhir_dagster.defs.resources import open_ports, resources_from_env
+    from fitonfhir_dagster.defs.resources import open_step_stores, resources_from_env
 
     env = {
         "FITONFHIR_HOME": str(tmp_path),
@@ -102,10 +102,10 @@ def test_what_the_import_is_configured_with_reaches_the_run_through_its_resource
         "FITONFHIR_TEMPLATE_STYLE": "original",
     }
     built = resources_from_env(env)
-    ports = open_ports(
+    stores = open_step_stores(
         built["google"], built["import_options"], built["users_table"], built["token_vault"], built["archive"]
     )
-    settings = ports.settings
+    settings = stores.settings
     assert (settings.stream_policy, settings.page_limit, settings.import_workers) == ("all", 77, 2)
     assert settings.project_max_requests_per_minute == 600 and settings.fhir_verify is True
     assert (settings.health_view, settings.template_style) == ("reconcile", "original")

@@ -1,4 +1,8 @@
-"""What every step needs from the outside world, built once per run from Settings."""
+"""What every step reads and writes besides its clients: the settings and the three stores.
+
+The FHIR client and the Event Hub publisher are not here: only one step each needs them, so they are
+passed to that step (and opened only when it is selected).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,12 @@ from ..stores.vault import TokenVault
 
 
 @dataclass(frozen=True)
-class Ports:
+class StepStores:
     settings: Settings
     users: UsersTable
     vault: TokenVault
     archive: Archive
 
     @classmethod
-    def open(cls, settings: Settings) -> Ports:
+    def open(cls, settings: Settings) -> StepStores:
         return cls(settings, open_users_table(settings), open_vault(settings), open_archive(settings))
