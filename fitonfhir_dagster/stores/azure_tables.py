@@ -41,7 +41,7 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from ..settings import ConfigError, Settings
 from .keys import USER_KEY_RE, check_user_key, new_user_key
-from .users import GOOGLE_FIT, User, UserState, next_source, utc_now_iso
+from .users import GOOGLE_FIT, User, UserState, check_onboarding, next_source, reactivated, utc_now_iso
 
 log = logging.getLogger(__name__)
 
@@ -258,26 +258,19 @@ class AzureUsersTable:
     ) -> User:
         """New account: a row under ``key`` (or a fresh key). Known account: its key is kept (``key`` is
         ignored) and the row is re-activated."""
-        if key is not None:
-            check_user_key(key)
-        if not google_sub or not patient_id:
-            raise ValueError("google_sub and patient_id are required to onboard a user")
+        check_onboarding(key, google_sub, patient_id)
         now = self._clock()
 
         def reactivate(stored: User) -> User:
-            new_source, cutover_day = next_source(stored, source)
-            return replace(
+            return reactivated(
                 stored,
-                source=new_source,
-                cutover_day=cutover_day,
                 google_issuer=google_issuer,
                 patient_id=patient_id,
-                state=UserState.ACTIVE,
-                external_system=external_system or stored.external_system,
-                external_id=external_id or stored.external_id,
-                scopes=scopes or stored.scopes,
-                state_reason="",
-                state_changed_at=now,
+                external_system=external_system,
+                external_id=external_id,
+                scopes=scopes,
+                source=source,
+                now=now,
             )
 
         key, claimed_now = self._claim(google_sub, key)

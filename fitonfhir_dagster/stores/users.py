@@ -73,6 +73,43 @@ def source_for_day(user: User, day: str) -> str:
     return GOOGLE_FIT
 
 
+def check_onboarding(key: str | None, google_sub: str, patient_id: str) -> None:
+    """What every backend refuses before it touches a row."""
+    if key is not None:
+        check_user_key(key)
+    if not google_sub or not patient_id:
+        raise ValueError("google_sub and patient_id are required to onboard a user")
+
+
+def reactivated(
+    stored: User,
+    *,
+    google_issuer: str,
+    patient_id: str,
+    external_system: str,
+    external_id: str,
+    scopes: str,
+    source: str | None,
+    now: str,
+) -> User:
+    """The row of a known Google account onboarding again: active, its key kept, new details merged in
+    (empty values keep the stored ones), the source moved on with its cut-over day (:func:`next_source`)."""
+    new_source, cutover_day = next_source(stored, source)
+    return replace(
+        stored,
+        source=new_source,
+        cutover_day=cutover_day,
+        google_issuer=google_issuer,
+        patient_id=patient_id,
+        state=UserState.ACTIVE,
+        external_system=external_system or stored.external_system,
+        external_id=external_id or stored.external_id,
+        scopes=scopes or stored.scopes,
+        state_reason="",
+        state_changed_at=now,
+    )
+
+
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -213,10 +250,7 @@ class SqliteUsersTable:
         key: str | None = None,
         source: str | None = None,
     ) -> User:
-        if key is not None:
-            check_user_key(key)
-        if not google_sub or not patient_id:
-            raise ValueError("google_sub and patient_id are required to onboard a user")
+        check_onboarding(key, google_sub, patient_id)
         now = utc_now_iso()
         with self._lock, self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
