@@ -159,7 +159,7 @@ def observations_checks(done: Mapping[str, ObservationsSummary], fhir: Any) -> l
                 points_in=sum(s.points_in for s in done.values()),
                 points_unaccounted=sum(s.points_unaccounted for s in done.values()),
             )
-            | {"unaccounted_by_partition": dg.MetadataValue.json(lost)},
+            | {"unaccounted_by_partition": dg.MetadataValue.json(lost), "per_user": per_user_table(done)},
         ),
         dg.AssetCheckResult(
             asset_key="fhir_observations",
@@ -172,6 +172,36 @@ def observations_checks(done: Mapping[str, ObservationsSummary], fhir: Any) -> l
             },
         ),
     ]
+
+
+def per_user_table(done: Mapping[str, ObservationsSummary]) -> dg.TableMetadataValue:
+    """One row per user of the run (the partition plots would mix every user in one series)."""
+    rows: dict[str, dict[str, int]] = {}
+    for summary in done.values():
+        row = rows.setdefault(
+            summary.user_key,
+            {
+                "user_days": 0,
+                "points_in": 0,
+                "observations": 0,
+                "written": 0,
+                "dead_lettered": 0,
+                "unmatched": 0,
+            },
+        )
+        row["user_days"] += 1
+        row["points_in"] += summary.points_in
+        row["observations"] += summary.observations
+        row["written"] += summary.written
+        row["dead_lettered"] += summary.points_dead_lettered
+        row["unmatched"] += summary.points_unmatched
+    columns = ["user_days", "points_in", "observations", "written", "dead_lettered", "unmatched"]
+    return dg.MetadataValue.table(
+        [dg.TableRecord({"user": user, **values}) for user, values in sorted(rows.items())],
+        dg.TableSchema(
+            columns=[dg.TableColumn("user", "string")] + [dg.TableColumn(c, "int") for c in columns]
+        ),
+    )
 
 
 def validate_sample(fhir: Any, ids: list[str]) -> dict[str, str]:

@@ -69,6 +69,16 @@ def test_two_users_two_days_are_imported_once_and_rerunning_writes_nothing(world
         "every_point_observed_or_dead_lettered": True,
         "written_sample_validates_r4b": True,
     }
+    # one summary row per user of the run (the partition plots mix users)
+    [reconciled] = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "every_point_observed_or_dead_lettered"
+    ]
+    rows = {r.data["user"]: r.data for r in reconciled.metadata["per_user"].value.records}
+    assert set(rows) == {first.key, second.key}
+    assert all(r["user_days"] == 2 and r["written"] > 0 and r["unmatched"] == 0 for r in rows.values())
+    assert sum(r["written"] for r in rows.values()) == sum(created.values())
     fhir = FhirClient.from_settings(world.settings)
     total = fhir.search_bundle("Observation", {"_summary": "count"})["total"]
     patient_obs = fhir.search("Observation", {"subject": f"Patient/{first.patient_id}", "_count": "1000"})
