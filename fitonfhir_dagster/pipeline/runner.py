@@ -48,45 +48,9 @@ class UserDayOutcome:
         return self.error is None
 
 
-OnDone = Callable[[UserDayOutcome], None]
-
-
 def project_limiter(stores: StepStores, workers: int = 1) -> RequestLimiter:
     """The Fit API ceiling shared by every user of a run (``<= 0``: unlimited)."""
     return RequestLimiter(stores.settings.project_max_requests_per_minute, burst=max(5, workers))
-
-
-def run_user_days(
-    stores: StepStores,
-    keys: Iterable[tuple[str, str]],
-    steps: Sequence[str] = STEPS,
-    *,
-    fhir: Any = None,
-    templates: tuple[Any, Any] | None = None,
-    templates_digest: str | None = None,
-    publisher: Publisher | None = None,
-    workers: int | None = None,
-    limiter: Limiter | None = None,
-    on_done: OnDone | None = None,
-) -> list[UserDayOutcome]:
-    """Run ``steps`` for every ``(day, user_key)`` of ``keys``; ``on_done`` is called (in the calling
-    thread) once per user-day as soon as it finished. Returns every outcome, in completion order."""
-    outcomes = []
-    for outcome in iter_user_days(
-        stores,
-        keys,
-        steps,
-        fhir=fhir,
-        templates=templates,
-        templates_digest=templates_digest,
-        publisher=publisher,
-        workers=workers,
-        limiter=limiter,
-    ):
-        if on_done is not None:
-            on_done(outcome)
-        outcomes.append(outcome)
-    return outcomes
 
 
 def iter_user_days(
@@ -101,7 +65,8 @@ def iter_user_days(
     workers: int | None = None,
     limiter: Limiter | None = None,
 ) -> Iterator[UserDayOutcome]:
-    """:func:`run_user_days` as a generator: yields each outcome in the calling thread as it finishes.
+    """Run ``steps`` for every ``(day, user_key)`` of ``keys``; yields each outcome in the calling thread
+    as soon as that user-day finished (in completion order).
 
     ``fhir`` and ``templates`` are needed when ``steps`` has ``fhir_observations``. ``limiter`` is the
     project limiter (default: :func:`project_limiter`); each user also gets a limiter of their own.

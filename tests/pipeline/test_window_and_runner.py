@@ -14,7 +14,7 @@ from fitonfhir_dagster.googlefit.catalog import sample_data_sources
 from fitonfhir_dagster.googlefit.fit_client import DatasetPage, GoogleFitClient
 from fitonfhir_dagster.googlefit.wire import reading_identity
 from fitonfhir_dagster.pipeline.datasets import fetch_user_day, fetch_user_window, load_datasets
-from fitonfhir_dagster.pipeline.runner import STEPS, run_user_days
+from fitonfhir_dagster.pipeline.runner import STEPS, iter_user_days
 from fitonfhir_dagster.pipeline.step_errors import UserNotImportable
 from fitonfhir_dagster.pipeline.step_stores import StepStores
 from fitonfhir_dagster.settings import Settings
@@ -22,6 +22,12 @@ from fitonfhir_dagster.stores.archive import LocalArchive
 from fitonfhir_dagster.stores.users import SqliteUsersTable, UserState
 from fitonfhir_dagster.stores.vault import LocalTokenVault
 from fitonfhir_sandbox.handle import running_sandbox
+
+
+def run_all(*args, **kwargs):
+    """Every outcome of a run, in completion order."""
+    return list(iter_user_days(*args, **kwargs))
+
 
 TODAY = datetime.now(UTC).date()
 DAYS = [(TODAY - timedelta(days=n)).isoformat() for n in range(6, 1, -1)]  # five complete, settled days
@@ -200,11 +206,8 @@ def test_a_run_of_several_users_with_one_failing_user_completes_the_others(store
     users = [_onboard(stores, sandbox, f"side-{i}@example.com") for i in range(3)]
     sandbox.revoke_user(users[1].google_sub)
     keys = [(day, u.key) for u in users for day in DAYS[:2]]
-    finished = []
-    outcomes = run_user_days(
-        stores, keys, ("fit_datasets", "device_messages"), workers=3, on_done=finished.append
-    )
-    assert finished == outcomes and len(outcomes) == len(keys)
+    outcomes = run_all(stores, keys, ("fit_datasets", "device_messages"), workers=3)
+    assert len(outcomes) == len(keys)
     by_key = {(o.day, o.user_key): o for o in outcomes}
     for day in DAYS[:2]:
         failed = by_key[(day, users[1].key)]
@@ -225,7 +228,7 @@ def test_rotated_refresh_tokens_are_never_lost_under_concurrency(stores, sandbox
     results: list[list] = []
 
     def run() -> None:
-        results.append(run_user_days(stores, keys, ("fit_datasets",), workers=4))
+        results.append(run_all(stores, keys, ("fit_datasets",), workers=4))
 
     # two runs over the same users at once: every user's token is refreshed (and rotated) by both
     threads = [threading.Thread(target=run) for _ in range(2)]
@@ -236,7 +239,7 @@ def test_rotated_refresh_tokens_are_never_lost_under_concurrency(stores, sandbox
     assert len(results) == 2
     for outcomes in results:
         assert [str(o.error) for o in outcomes if not o.ok] == []
-    again = run_user_days(stores, keys, ("fit_datasets",), workers=4)  # the stored tokens still work
+    again = run_all(stores, keys, ("fit_datasets",), workers=4)  # the stored tokens still work
     assert all(o.ok for o in again)
     for user in users:
         assert stores.users.get(user.key).state is UserState.ACTIVE
@@ -252,7 +255,7 @@ def test_a_rerun_that_changed_nothing_sends_no_fhir_request(stores, sandbox, req
         run_ports = _ports(stores.settings.home, sandbox, **env)
         fhir = FhirClient(sandbox.fhir_url)
         requests_seen.take()
-        outcomes = run_user_days(run_ports, keys, STEPS, fhir=fhir, templates=templates, workers=2)
+        outcomes = run_all(run_ports, keys, STEPS, fhir=fhir, templates=templates, workers=2)
         assert [str(o.error) for o in outcomes if not o.ok] == []
         fhir_requests = [r for r in requests_seen.take() if r[1].startswith("/fhir")]
         return {(o.day, o.user_key): o.summaries["fhir_observations"] for o in outcomes}, fhir_requests
