@@ -16,7 +16,8 @@ one Google account both end on the same user key (``INSERT ... ON CONFLICT (goog
 
 Every value is a query parameter; the only identifier (the table name) is checked against a strict pattern
 and quoted with ``psycopg2.sql.Identifier``. Thread-safe: each call borrows its own connection from a small
-pool. The URL (it holds the password) is never logged, repr'd or put in an exception.
+pool. A server restart or failover is survived: a call whose pooled connection was dropped discards the pool's
+idle connections and is retried once on a fresh one (tests/stack/test_postgres_restart.py). The URL (it holds the password) is never logged, repr'd or put in an exception.
 """
 
 from __future__ import annotations
