@@ -16,7 +16,8 @@ one Google account both end on the same user key (``INSERT ... ON CONFLICT (goog
 
 Every value is a query parameter; the only identifier (the table name) is checked against a strict pattern
 and quoted with ``psycopg2.sql.Identifier``. Thread-safe: each call borrows its own connection from a small
-pool. The URL (it holds the password) is never logged, repr'd or put in an exception.
+pool. A server restart or failover is survived: a call whose pooled connection was dropped discards the pool's
+idle connections and is retried once on a fresh one (tests/stack/test_postgres_restart.py). The URL (it holds the password) is never logged, repr'd or put in an exception.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.errors
@@ -48,6 +49,8 @@ _MUTABLE = tuple(c for c in _COLUMNS if c not in ("key", "google_sub", "created_
 
 __all__ = ["MAX_ATTEMPTS", "TABLE_NAME", "ConcurrentUpdateError", "PostgresUsersTable"]
 
+T = TypeVar("T")
+
 
 class _Pool:
     """Idle connections kept for reuse; a borrower always has a connection of its own (thread-safe)."""
@@ -60,9 +63,11 @@ class _Pool:
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
+    def connection(self, *, fresh: bool = False) -> Iterator[Any]:
+        conn = None
+        if not fresh:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
         if conn is None or conn.closed:
             conn = psycopg2.connect(
                 self._url, connect_timeout=self._connect_timeout, application_name="fitonfhir-users"
@@ -80,6 +85,25 @@ class _Pool:
             if conn is not None:
                 with contextlib.suppress(psycopg2.Error):
                     conn.close()  # after an error: never hand out a connection in an unknown state
+
+    def run(self, work: Callable[[Any], T]) -> T:
+        """``work(cursor)`` in one transaction on a borrowed connection. When the server dropped that
+        connection (a restart, a failover, an idle timeout: psycopg2 raises OperationalError or InterfaceError
+        and marks it closed), it is discarded with every idle one (they share its fate) and the call is retried
+        once on a fresh connection. Any other error, or a second drop, propagates. A retried write is safe:
+        every write here is conditional (version check, ``ON CONFLICT DO NOTHING``), so one that committed
+        before the drop is seen as such by the retry's caller."""
+        for attempt in (1, 2):
+            with self.connection(fresh=attempt > 1) as conn:
+                try:
+                    with conn, conn.cursor() as cur:
+                        return work(cur)
+                except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                    if attempt > 1 or not conn.closed:
+                        raise  # not a dropped connection (a query error, a timeout): not ours to retry
+            self.close()  # the idle connections went down with the server too
+            log.warning("users table: the PostgreSQL connection was dropped; retrying once on a fresh one")
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         with self._lock:
@@ -147,35 +171,38 @@ class PostgresUsersTable:
     # -- schema ---------------------------------------------------------------------------------------
 
     def _create_table(self) -> None:
+        self._pool.run(self._create_table_in)
+
+    def _create_table_in(self, cur: Any) -> None:
+        """The schema, in one transaction (:meth:`_Pool.run`)."""
         t = sql.Identifier(self.table)
-        with self._pool.connection() as conn, conn, conn.cursor() as cur:
-            # serialise concurrent first starts: CREATE TABLE IF NOT EXISTS itself can race
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("fitonfhir-users:" + self.table,))
-            cur.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {t} ("
-                    " key TEXT PRIMARY KEY, google_sub TEXT NOT NULL UNIQUE, google_issuer TEXT NOT NULL,"
-                    " patient_id TEXT NOT NULL,"
-                    " state TEXT NOT NULL CHECK (state IN ('active', 'unauthorized', 'revoked', 'erased')),"
-                    " external_system TEXT NOT NULL DEFAULT '', external_id TEXT NOT NULL DEFAULT '',"
-                    " scopes TEXT NOT NULL DEFAULT '', state_reason TEXT NOT NULL DEFAULT '',"
-                    " created_at TEXT NOT NULL, state_changed_at TEXT NOT NULL,"
-                    " version BIGINT NOT NULL DEFAULT 1)"
-                ).format(t=t)
+        # serialise concurrent first starts: CREATE TABLE IF NOT EXISTS itself can race
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("fitonfhir-users:" + self.table,))
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {t} ("
+                " key TEXT PRIMARY KEY, google_sub TEXT NOT NULL UNIQUE, google_issuer TEXT NOT NULL,"
+                " patient_id TEXT NOT NULL,"
+                " state TEXT NOT NULL CHECK (state IN ('active', 'unauthorized', 'revoked', 'erased')),"
+                " external_system TEXT NOT NULL DEFAULT '', external_id TEXT NOT NULL DEFAULT '',"
+                " scopes TEXT NOT NULL DEFAULT '', state_reason TEXT NOT NULL DEFAULT '',"
+                " created_at TEXT NOT NULL, state_changed_at TEXT NOT NULL,"
+                " version BIGINT NOT NULL DEFAULT 1)"
+            ).format(t=t)
+        )
+        self._allow_every_state(cur)  # erasure (issue 12): tables created before `erased` existed
+        # tables from before issue 13: their rows are Fit users
+        cur.execute(
+            sql.SQL(
+                "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS source TEXT NOT NULL DEFAULT 'google-fit',"
+                " ADD COLUMN IF NOT EXISTS cutover_day TEXT NOT NULL DEFAULT ''"
+            ).format(t=t)
+        )
+        cur.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (patient_id)").format(
+                i=sql.Identifier(self.table + "_patient"), t=t
             )
-            self._allow_every_state(cur)  # erasure (issue 12): tables created before `erased` existed
-            # tables from before issue 13: their rows are Fit users
-            cur.execute(
-                sql.SQL(
-                    "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS source TEXT NOT NULL DEFAULT 'google-fit',"
-                    " ADD COLUMN IF NOT EXISTS cutover_day TEXT NOT NULL DEFAULT ''"
-                ).format(t=t)
-            )
-            cur.execute(
-                sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (patient_id)").format(
-                    i=sql.Identifier(self.table + "_patient"), t=t
-                )
-            )
+        )
 
     def _allow_every_state(self, cur: Any) -> None:
         """Widen the state CHECK of an older table to every ``UserState`` (only when it lacks one)."""
@@ -213,9 +240,12 @@ class PostgresUsersTable:
         query = sql.SQL("{select} WHERE {col} = %s ORDER BY created_at, key LIMIT 1").format(
             select=self._select, col=sql.Identifier(column)
         )
-        with self._pool.connection() as conn, conn, conn.cursor() as cur:
+
+        def fetch(cur: Any) -> tuple | None:
             cur.execute(query, (str(value),))
-            row = cur.fetchone()
+            return cur.fetchone()  # type: ignore[no-any-return]
+
+        row = self._pool.run(fetch)
         return None if row is None else self._user(row)
 
     # -- reads ----------------------------------------------------------------------------------------
@@ -243,18 +273,24 @@ class PostgresUsersTable:
                 select=self._select
             )
             args = (wanted,)  # type: ignore[assignment]
-        with self._pool.connection() as conn, conn, conn.cursor() as cur:
+
+        def fetch_all(cur: Any) -> list[tuple]:
             cur.execute(query, args)
-            rows = cur.fetchall()
+            return cur.fetchall()  # type: ignore[no-any-return]
+
+        rows = self._pool.run(fetch_all)
         return [self._user(r)[0] for r in rows]
 
     # -- writes ---------------------------------------------------------------------------------------
 
     def _write_if_unchanged(self, user: User, version: int) -> bool:
         """The conditional update (the ETag check): False when the row is no longer at ``version``."""
-        with self._pool.connection() as conn, conn, conn.cursor() as cur:
+
+        def write(cur: Any) -> bool:
             cur.execute(self._update_sql, [*self._values(user, _MUTABLE), user.key, version])
-            return cur.rowcount == 1
+            return cur.rowcount == 1  # type: ignore[no-any-return]
+
+        return self._pool.run(write)
 
     def _update(
         self, key: str, change: Callable[[User], User], current: tuple[User, int] | None = None
@@ -284,6 +320,13 @@ class PostgresUsersTable:
             )
             conflicted, current = True, None
         raise ConcurrentUpdateError(f"users row {key} kept changing; gave up after {MAX_ATTEMPTS} attempts")
+
+    def _inserter(self, user: User) -> Callable[[Any], bool]:
+        def insert(cur: Any) -> bool:
+            cur.execute(self._insert, self._values(user, _COLUMNS))
+            return cur.fetchone() is not None
+
+        return insert
 
     def set_state(self, key: str, state: UserState, reason: str = "") -> User:
         check_user_key(key)
@@ -340,9 +383,7 @@ class PostgresUsersTable:
                 source=next_source(None, source)[0],
             )
             try:
-                with self._pool.connection() as conn, conn, conn.cursor() as cur:
-                    cur.execute(self._insert, self._values(user, _COLUMNS))
-                    inserted = cur.fetchone() is not None
+                inserted = self._pool.run(self._inserter(user))
             except psycopg2.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != f"{self.table}_pkey":
                     raise

@@ -250,3 +250,72 @@ def test_the_password_stays_out_of_reprs_logs_and_errors(
     assert "password authentication failed" in str(caught.value)
     for text in (repr(settings), repr(users), caplog.text, "".join(traceback.format_exception(caught.value))):
         assert postgres.password not in text
+
+
+def _users_connections(server: PostgresServer) -> int:
+    conn = psycopg2.connect(server.url(), connect_timeout=10)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fitonfhir-users'")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_server_restart_between_two_calls_is_survived_on_a_fresh_connection(
+    postgres: PostgresServer, postgres_url: str, table_name: str, caplog
+) -> None:
+    """Pooled connections die with the server; the next call discards them and retries once on a fresh one
+    (reads and writes alike), and no connection is leaked. A query error is not retried."""
+    users = table(postgres_url, table_name, max_idle_connections=2)
+    try:
+        user = users.upsert_onboarded(google_sub="sub-r", google_issuer=ISSUER, patient_id="patient-r")
+        assert users.get(user.key) == user  # the pool now holds an idle connection
+        postgres.restart()
+        with caplog.at_level(logging.WARNING, logger="fitonfhir_dagster.stores.postgres_users"):
+            assert users.get(user.key) == user
+        assert "connection was dropped; retrying once" in caplog.text
+        postgres.restart()
+        assert users.set_state(user.key, UserState.REVOKED, "test").state is UserState.REVOKED
+        postgres.restart()
+        again = users.upsert_onboarded(google_sub="sub-r", google_issuer=ISSUER, patient_id="patient-r")
+        assert again.key == user.key and again.state is UserState.ACTIVE
+        postgres.restart()
+        assert [u.key for u in users.list()] == [user.key]
+        assert _users_connections(postgres) <= 2
+        # an error that is not a dropped connection propagates at once (no retry, the connection is kept)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), pytest.raises(psycopg2.errors.QueryCanceled):
+            users._pool.run(lambda cur: cur.execute("SET LOCAL statement_timeout = 1; SELECT pg_sleep(1)"))
+        assert "retrying" not in caplog.text
+        assert users.get(user.key) is not None
+    finally:
+        users.close()
+    assert _users_connections(postgres) == 0
+
+
+def test_a_server_that_stays_down_fails_the_call_after_one_retry(
+    postgres: PostgresServer, postgres_url: str, table_name: str
+) -> None:
+    users = table(postgres_url, table_name, connect_timeout=2)
+    try:
+        users.list()
+        down = threading.Thread(target=postgres.restart, kwargs={"down_seconds": 3.0})
+        down.start()
+        try:
+            import time
+
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # until the fast shutdown is done (the server is not back)
+                try:
+                    psycopg2.connect(postgres.url(), connect_timeout=2).close()
+                except psycopg2.OperationalError:
+                    break
+                time.sleep(0.05)
+            with pytest.raises(psycopg2.OperationalError):
+                users.list()
+        finally:
+            down.join()
+        assert users.list() == []
+    finally:
+        users.close()
