@@ -141,6 +141,7 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
         keys = {split_user_day(key): key for key in context.partition_keys}
         done: dict[str, dict[str, Any]] = {step: {} for step in steps}
         failed: dict[str, UserDayError] = {}
+        refused: dict[str, str] = {}
         clock = UserClock()
         # Each user-day is materialized as soon as it is done, so the backfill page moves during the run.
         # If the run is terminated, leaving this loop stops the workers after their current user-day.
@@ -160,6 +161,7 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
                 # Expected: the user revoked or must onboard again. One line, and the earlier
                 # materializations of these days stay as they are (the step does not fail for it).
                 context.log.warning(f"not imported: {outcome.error}")
+                refused[key] = str(outcome.error)
                 for step in steps:
                     yield dg.AssetObservation(
                         step, partition=key, metadata={"not_imported": str(outcome.error)}
@@ -180,7 +182,12 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
             results += messages_checks(done[DEVICE_MESSAGES])
         if FHIR_OBSERVATIONS in selected:
             results += observations_checks(done[FHIR_OBSERVATIONS], fhir)
-        yield from (r for r in results if r.check_name in checks)
+        # The keys that could not be checked, and why (their step failed or the user was refused).
+        not_checked = {key: str(err) for key, err in failed.items()} | refused
+        for result in results:
+            if result.check_name in checks:
+                extra = {"not_checked": dg.MetadataValue.json(not_checked)} if not_checked else {}
+                yield result._replace(metadata={**result.metadata, **extra})
         if failed:
             total = len({key for summaries in done.values() for key in summaries} | set(failed))
             raise dg.Failure(

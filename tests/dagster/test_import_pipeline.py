@@ -147,6 +147,15 @@ def test_an_unexpected_error_for_one_user_day_is_isolated_and_retried(world, ins
     assert "device_messages: JSONDecodeError" in str(retried[0].event_specific_data.error.cause)
     records = instance.fetch_materializations(dg.AssetKey("device_messages"), limit=100).records
     assert {r.partition_key for r in records if r.run_id == result.run_id} == {f"{DAY1}|{second.key}"}
+    # the other user's checks are recorded and pass; the failing key is named with its reason
+    exactly_once = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "every_point_in_exactly_one_message"
+    ]
+    assert exactly_once and all(e.passed for e in exactly_once)
+    reasons = exactly_once[-1].metadata["not_checked"].value
+    assert list(reasons) == [f"{DAY1}|{first.key}"] and "JSONDecodeError" in reasons[f"{DAY1}|{first.key}"]
 
 
 def test_re_running_days_of_a_revoked_user_keeps_their_good_history(world, instance):
