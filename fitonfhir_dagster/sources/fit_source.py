@@ -6,6 +6,8 @@ from collections import Counter
 from datetime import date, timedelta
 from typing import Any
 
+import orjson
+
 from ..fitmapping.device_messages import DeviceMessage, build_device_messages, fit_point_identity
 from ..googlefit import fit_errors
 from ..googlefit.fit_client import GoogleFitClient, select_streams
@@ -86,11 +88,13 @@ class GoogleFitSource:
             for point in page.get("point", [])
         )
 
-    def message_point_identities(self, messages: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:
+    def message_point_identities(self, messages: list[DeviceMessage]) -> Counter[tuple[Any, ...]]:
+        # The stream each message was built from, not its body's dataSourceId: a page Google sent
+        # without one must still be accounted to its stream (issue 9).
         return Counter(
-            fit_point_identity(str(message.get("dataSourceId")), point)
+            fit_point_identity(message.data_source_id, point)
             for message in messages
-            for point in message.get("point", [])
+            for point in orjson.loads(message.body).get("point", [])
         )
 
     def points_by_type(self, document: dict[str, Any]) -> Counter[str]:

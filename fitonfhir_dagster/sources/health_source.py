@@ -6,6 +6,8 @@ from collections import Counter
 from datetime import date
 from typing import Any
 
+import orjson
+
 from ..fitmapping.device_messages import DeviceMessage
 from ..googlehealth import health_errors
 from ..googlehealth.health_catalog import TYPES
@@ -79,11 +81,12 @@ class GoogleHealthSource:
             for point in page.get("point", [])
         )
 
-    def message_point_identities(self, messages: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:
+    def message_point_identities(self, messages: list[DeviceMessage]) -> Counter[tuple[Any, ...]]:
+        bodies = [orjson.loads(message.body) for message in messages]
         return Counter(
-            health_point_identity(str(message.get("dataType")), point)
-            for message in messages
-            for point in message.get("point", [])
+            health_point_identity(str(body.get("dataType")), point)
+            for body in bodies
+            for point in body.get("point", [])
         )
 
     def points_by_type(self, document: dict[str, Any]) -> Counter[str]:
