@@ -52,17 +52,136 @@ BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=31)
 FRESHNESS_POLICY = dg.FreshnessPolicy.cron(deadline_cron="0 6 * * *", lower_bound_delta=timedelta(hours=24))
 
 
+IMPORT_MAX_RETRIES = 3
+
+
 def import_retry_policy(first_delay_seconds: int) -> dg.RetryPolicy:
     """Google and FHIR outages last minutes, not seconds; consent errors never retry (Failure)."""
     return dg.RetryPolicy(
-        max_retries=3, delay=first_delay_seconds, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+        max_retries=IMPORT_MAX_RETRIES,
+        delay=first_delay_seconds,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
     )
+
+
+def retry_or_raise(context: dg.AssetExecutionContext, policy: dg.RetryPolicy, exc: Exception) -> None:
+    """Retry the step after ``exc`` by ``policy`` (RetryRequested), or raise ``exc`` itself when the policy is
+    spent or the error is a ``Failure`` that forbids retries.
+
+    The policy is applied here, not given to the op: Dagster turns an interrupt (SIGTERM, what Kubernetes
+    sends before it kills a pod) of an op with a retry policy into a retry of the step in the same, dying
+    process. Without one, the interrupt fails the run as an unexpected termination, which run retries then
+    launch again elsewhere, and a termination from the UI cancels it.
+    """
+    if isinstance(exc, dg.Failure) and not exc.allow_retries:
+        raise exc
+    attempt = context.retry_number + 1
+    if attempt > policy.max_retries:
+        raise exc
+    raise dg.RetryRequested(
+        max_retries=policy.max_retries, seconds_to_wait=policy.calculate_delay(attempt)
+    ) from exc
+
+
+def import_user_days(
+    context: dg.AssetExecutionContext,
+    google: GoogleResource,
+    import_options: ImportOptionsResource,
+    users_table: UsersTableResource,
+    token_vault: TokenVaultResource,
+    archive: ArchiveResource,
+    fhir_server: FhirServerResource,
+    event_hub: EventHubResource,
+) -> Iterator[Any]:
+    """The step body: each user-day of the run's keys through the selected steps (see the module docstring)."""
+    if not (context.has_partition_key or context.has_partition_key_range):
+        raise dg.Failure(description=CHECKS_NEED_KEYS, allow_retries=False)
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    steps = [step for step in STEPS if step in selected]
+    stores = open_step_stores(google, import_options, users_table, token_vault, archive)
+    publisher = event_hub.publisher() if DEVICE_MESSAGES in selected else None
+    fhir: Any = None
+    templates: Any = None
+    digest = None
+    if FHIR_OBSERVATIONS in selected:  # compiled once per run
+        fhir, templates = fhir_server.client(), templates_for_conversion(stores)
+        digest = stored_templates_digest(stores)
+
+    keys = {split_user_day(key): key for key in context.partition_keys}
+    done: dict[str, dict[str, Any]] = {step: {} for step in steps}
+    failed: dict[str, UserDayError] = {}
+    refused: dict[str, str] = {}
+    clock = UserClock()
+    # Each user-day is materialized as soon as it is done, so the backfill page moves during the run.
+    # If the run is terminated, leaving this loop stops the workers after their current user-day.
+    try:
+        for outcome in iter_user_days(
+            stores, keys, steps, fhir=fhir, templates=templates, templates_digest=digest, publisher=publisher
+        ):
+            key = keys[(outcome.day, outcome.user_key)]
+            for step, summary in outcome.summaries.items():
+                done[step][key] = summary
+                yield dg.AssetMaterialization(
+                    step, partition=key, metadata=step_metadata(step, summary, digest)
+                )
+            seconds = clock.lap(outcome.user_key)
+            if outcome.error is None:
+                context.log.info(progress_line(key, outcome.summaries, seconds))
+            elif isinstance(outcome.error, UserNotImportable):
+                # Expected: the user revoked or must onboard again. One line, and the earlier
+                # materializations of these days stay as they are (the step does not fail for it).
+                context.log.warning(f"not imported: {outcome.error}")
+                refused[key] = str(outcome.error)
+                for step in steps:
+                    yield dg.AssetObservation(
+                        step, partition=key, metadata={"not_imported": str(outcome.error)}
+                    )
+            else:
+                failed[key] = outcome.error
+                if outcome.cause is not None:
+                    trace = "".join(traceback.format_exception(outcome.cause))
+                    context.log.error(f"{key} failed unexpectedly:\n{trace}")
+                context.log.error(str(outcome.error))
+    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+        # SIGTERM/SIGINT: the workers stopped after their user-day in hand and those were materialized.
+        finished = {key for summaries in done.values() for key in summaries} | set(failed) | set(refused)
+        context.log.warning(
+            f"interrupted after {len(finished)} of {len(keys)} user-days; the run fails as interrupted and"
+            " its retry imports the others"
+        )
+        raise
+
+    # Check results for the keys that succeeded, recorded even when other keys failed.
+    checks = {check.name for check in context.selected_asset_check_keys}
+    results: list[dg.AssetCheckResult] = []
+    if FIT_DATASETS in selected:
+        results += datasets_checks(done[FIT_DATASETS])
+    if DEVICE_MESSAGES in selected:
+        results += messages_checks(done[DEVICE_MESSAGES])
+    if FHIR_OBSERVATIONS in selected:
+        results += observations_checks(done[FHIR_OBSERVATIONS], fhir)
+    # The keys that could not be checked, and why (their step failed or the user was refused).
+    not_checked = {key: str(err) for key, err in failed.items()} | refused
+    for result in results:
+        if result.check_name in checks:
+            extra = {"not_checked": dg.MetadataValue.json(not_checked)} if not_checked else {}
+            yield result._replace(metadata={**result.metadata, **extra})
+    if failed:
+        total = len({key for summaries in done.values() for key in summaries} | set(failed))
+        raise dg.Failure(
+            description=f"{len(failed)} of {total} user-days failed:\n"
+            + "\n".join(str(e) for e in failed.values()),
+            metadata={"failed_partitions": dg.MetadataValue.json(sorted(failed))},
+            allow_retries=any(err.retryable for err in failed.values()),
+        )
 
 
 def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
     """The multi-asset over ``user_day_partitions(FITONFHIR_START_DATE)``; partitions, retries, kinds and
     definition metadata are the deployment's, fixed when the code location loads."""
     metadata = {**definition_metadata(settings), **code_reference(build_user_day_steps)}
+    policy = import_retry_policy(settings.retry_delay_seconds)
     archive_kind = (
         {"azureblob"} if settings.azure_blob_endpoint or settings.azure_storage_connection_string else set()
     )
@@ -112,7 +231,6 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
         can_subset=True,
         partitions_def=user_day_partitions(settings.start_date),
         pool="google_fit_api",
-        retry_policy=import_retry_policy(settings.retry_delay_seconds),
         backfill_policy=BACKFILL_POLICY,
     )
     def user_day_steps(
@@ -125,77 +243,12 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
         fhir_server: FhirServerResource,
         event_hub: EventHubResource,
     ) -> Iterator[Any]:
-        if not (context.has_partition_key or context.has_partition_key_range):
-            raise dg.Failure(description=CHECKS_NEED_KEYS, allow_retries=False)
-        selected = {key.to_user_string() for key in context.selected_asset_keys}
-        steps = [step for step in STEPS if step in selected]
-        stores = open_step_stores(google, import_options, users_table, token_vault, archive)
-        publisher = event_hub.publisher() if DEVICE_MESSAGES in selected else None
-        fhir: Any = None
-        templates: Any = None
-        digest = None
-        if FHIR_OBSERVATIONS in selected:  # compiled once per run
-            fhir, templates = fhir_server.client(), templates_for_conversion(stores)
-            digest = stored_templates_digest(stores)
-
-        keys = {split_user_day(key): key for key in context.partition_keys}
-        done: dict[str, dict[str, Any]] = {step: {} for step in steps}
-        failed: dict[str, UserDayError] = {}
-        refused: dict[str, str] = {}
-        clock = UserClock()
-        # Each user-day is materialized as soon as it is done, so the backfill page moves during the run.
-        # If the run is terminated, leaving this loop stops the workers after their current user-day.
-        for outcome in iter_user_days(
-            stores, keys, steps, fhir=fhir, templates=templates, templates_digest=digest, publisher=publisher
-        ):
-            key = keys[(outcome.day, outcome.user_key)]
-            for step, summary in outcome.summaries.items():
-                done[step][key] = summary
-                yield dg.AssetMaterialization(
-                    step, partition=key, metadata=step_metadata(step, summary, digest)
-                )
-            seconds = clock.lap(outcome.user_key)
-            if outcome.error is None:
-                context.log.info(progress_line(key, outcome.summaries, seconds))
-            elif isinstance(outcome.error, UserNotImportable):
-                # Expected: the user revoked or must onboard again. One line, and the earlier
-                # materializations of these days stay as they are (the step does not fail for it).
-                context.log.warning(f"not imported: {outcome.error}")
-                refused[key] = str(outcome.error)
-                for step in steps:
-                    yield dg.AssetObservation(
-                        step, partition=key, metadata={"not_imported": str(outcome.error)}
-                    )
-            else:
-                failed[key] = outcome.error
-                if outcome.cause is not None:
-                    trace = "".join(traceback.format_exception(outcome.cause))
-                    context.log.error(f"{key} failed unexpectedly:\n{trace}")
-                context.log.error(str(outcome.error))
-
-        # Check results for the keys that succeeded, recorded even when other keys failed.
-        checks = {check.name for check in context.selected_asset_check_keys}
-        results: list[dg.AssetCheckResult] = []
-        if FIT_DATASETS in selected:
-            results += datasets_checks(done[FIT_DATASETS])
-        if DEVICE_MESSAGES in selected:
-            results += messages_checks(done[DEVICE_MESSAGES])
-        if FHIR_OBSERVATIONS in selected:
-            results += observations_checks(done[FHIR_OBSERVATIONS], fhir)
-        # The keys that could not be checked, and why (their step failed or the user was refused).
-        not_checked = {key: str(err) for key, err in failed.items()} | refused
-        for result in results:
-            if result.check_name in checks:
-                extra = {"not_checked": dg.MetadataValue.json(not_checked)} if not_checked else {}
-                yield result._replace(metadata={**result.metadata, **extra})
-        if failed:
-            total = len({key for summaries in done.values() for key in summaries} | set(failed))
-            raise dg.Failure(
-                description=f"{len(failed)} of {total} user-days failed:\n"
-                + "\n".join(str(e) for e in failed.values()),
-                metadata={"failed_partitions": dg.MetadataValue.json(sorted(failed))},
-                allow_retries=any(err.retryable for err in failed.values()),
+        try:
+            yield from import_user_days(
+                context, google, import_options, users_table, token_vault, archive, fhir_server, event_hub
             )
+        except Exception as exc:
+            retry_or_raise(context, policy, exc)
 
     return user_day_steps
 

@@ -70,7 +70,8 @@ def iter_user_days(
 
     ``fhir`` and ``templates`` are needed when ``steps`` has ``fhir_observations``. ``limiter`` is the
     project limiter (default: :func:`project_limiter`); each user also gets a limiter of their own.
-    Closing the generator early stops the workers after their current user-day.
+    Closing the generator early stops the workers after their current user-day; so does an interrupt
+    raised while it waits (the outcomes finished meanwhile are yielded before the interrupt goes on).
     """
     unknown = set(steps) - set(STEPS)
     if unknown:
@@ -109,6 +110,20 @@ def iter_user_days(
                     running -= 1
                 else:
                     yield item
+        except GeneratorExit:
+            stop.set()
+            raise
+        except BaseException:
+            # An interrupt (SIGTERM/SIGINT, raised here by the framework while we wait): the workers stop
+            # after the user-day in hand; those outcomes are still yielded, then the interrupt goes on.
+            stop.set()
+            while running:
+                item = done.get()
+                if item is None:
+                    running -= 1
+                else:
+                    yield item
+            raise
         finally:
             stop.set()
 

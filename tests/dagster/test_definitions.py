@@ -37,7 +37,6 @@ def test_definitions_are_loadable_with_the_documented_assets_checks_and_automati
     )
     fit = definitions.resolve_assets_def("fit_datasets")
     assert fit.op.pool == "google_fit_api"
-    assert fit.op.retry_policy is not None
     assert fit.can_subset
     dg.Definitions.validate_loadable(definitions)
 

@@ -213,3 +213,80 @@ def test_two_daemons_dagster_only_logs_it_so_the_stack_refuses_a_second_one() ->
         assert "daemon" not in stack.processes  # nothing was started
         with pytest.raises(StackError, match="a second dagster-daemon"):
             stack.wait_for_runs(1, 5)
+
+
+def test_a_sigterm_stops_the_run_after_its_current_user_day_and_the_retry_imports_the_rest() -> None:
+    """Issue 9 item 3, SIGTERM (what Kubernetes sends a pod): the run worker stops after the user-day in
+    hand instead of looping over every key; what finished stays materialized, the run fails as interrupted
+    and run retries import the rest, once. The sandbox FHIR server is slowed so each user-day takes seconds."""
+    import os
+    import signal
+
+    import requests
+
+    config = StackConfig(
+        users=1, days=6, webserver=False, monitoring_poll_seconds=2, free_slots_after_run_end_seconds=1
+    )
+    with running_stack(config) as stack:
+        stack.start_services()
+        keys = stack.onboard(1)
+        instance = stack.instance()
+        answer = requests.post(
+            stack.sandbox_url + "/_sandbox/faults",
+            json={"path": "^/fhir/?$", "method": "POST", "delay": 1.5, "count": None},
+            timeout=10,
+        )
+        assert answer.status_code in (200, 201), answer.text
+        stack.start_code_server()
+        stack.start_daemon()
+        observations = dg.AssetKey("fhir_observations")
+
+        def materialized_in(run_id: str) -> int:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=observations), limit=1000
+            ).records
+            return sum(1 for r in records if r.run_id == run_id)
+
+        def first_key_done() -> str | None:
+            for run in stack.runs():
+                if run.status == dg.DagsterRunStatus.STARTED and materialized_in(run.run_id) >= 1:
+                    return run.run_id
+            return None
+
+        run_id = wait_until(first_key_done, 240, "the history run to materialize its first user-day")
+        pid = wait_until(lambda: stack.run_worker_pid(run_id), 30, "the run worker's pid")
+        os.kill(pid, signal.SIGTERM)
+        done_at_sigterm = materialized_in(run_id)
+        wait_until(lambda: not _alive(pid), 60, "the run worker to exit after SIGTERM")
+        _clear_faults(stack)
+
+        interrupted = instance.get_run_by_id(run_id)
+        assert interrupted is not None and interrupted.status == dg.DagsterRunStatus.FAILURE
+        assert interrupted.tags.get("dagster/will_retry") == "true", interrupted.tags
+        # one user in the run, so one user-day was in hand: at most that one finished after the signal
+        stopped_after = materialized_in(run_id)
+        assert stopped_after <= done_at_sigterm + 1, (stopped_after, done_at_sigterm)
+        runs = stack.wait_for_runs(2, 240)
+        assert any(r.tags.get("dagster/parent_run_id") == run_id for r in runs), [
+            (r.run_id, r.status.value, r.tags.get("dagster/parent_run_id")) for r in runs
+        ]
+        assert [r.status.value for r in final_attempts(runs)] == ["SUCCESS"]
+        assert instance.event_log_storage.get_concurrency_info(POOL).claimed_slots == []
+        report = stack.report(keys)
+        assert report.users[0].points > 0
+        assert _observation_total(stack) == report.observations_total == report.users[0].points
+        assert stopped_after < len(instance.get_materialized_partitions(observations))  # it did stop
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by the code server) is not running
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
