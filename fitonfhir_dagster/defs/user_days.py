@@ -154,7 +154,7 @@ def build_user_day_steps(settings: Settings) -> dg.AssetsDefinition:
             templates=templates,
             templates_digest=digest,
             publisher=publisher,
-            owner=context.run_id,
+            owner=context.run.run_id,
         ):
             key = keys[(outcome.day, outcome.user_key)]
             for step, summary in outcome.summaries.items():
