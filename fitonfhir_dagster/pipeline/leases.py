@@ -80,7 +80,7 @@ class ImportLeases:
                     self._held.add(user_key)
                 if waited_for is not None:
                     log.info(
-                        "user %s: run %s has the import lease now (run %s is done)",
+                        "user %s: run %s has the import lease now (run %s released it or let it expire)",
                         user_key,
                         self.owner,
                         waited_for,
@@ -88,8 +88,10 @@ class ImportLeases:
                 return None
             holder = self.users.import_holder(user_key)
             remaining = deadline - time.monotonic()
-            if holder is None:  # released or expired between the two calls: claim again at once
+            if holder is None:  # released or expired between the two calls: claim again almost at once
                 if remaining > 0:
+                    if stop.wait(min(0.05, remaining)):
+                        return "(unknown)"
                     continue
                 holder = "(unknown)"
             if remaining <= 0:
