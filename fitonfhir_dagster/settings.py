@@ -151,6 +151,9 @@ class Settings:
     import_workers: int = 4  # users imported side by side in one run
     project_max_requests_per_minute: int = 3000  # Fit API ceiling shared by those users; <= 0 unlimited
     fhir_verify: bool = False  # True: re-read FHIR even when a user-day's messages did not change
+    # one run per user at a time (issue 9): the users table's import lease
+    user_lease_wait_seconds: int = 300  # how long a run waits for another run's lease before failing the user
+    user_lease_ttl_seconds: int = 120  # a lease not renewed for this long (its run was killed) is free again
     # Google Health API v4 (issue 13)
     default_source: str = "google-fit"  # source of new onboardings: google-fit | google-health
     google_health_url: str = GOOGLE_HEALTH_URL
@@ -271,6 +274,8 @@ class Settings:
                 env, "FITONFHIR_PROJECT_MAX_REQUESTS_PER_MINUTE", 3000, minimum=-(2**31)
             ),
             fhir_verify=_bool(env, "FITONFHIR_FHIR_VERIFY", default=False),
+            user_lease_wait_seconds=_int(env, "FITONFHIR_USER_LEASE_WAIT_SECONDS", 300),
+            user_lease_ttl_seconds=_int(env, "FITONFHIR_USER_LEASE_TTL_SECONDS", 120, minimum=1),
             default_source=default_source,
             google_health_url=env.get(
                 "FITONFHIR_GOOGLE_HEALTH_URL", GOOGLE_HEALTH_URL if production else f"{sandbox}/"

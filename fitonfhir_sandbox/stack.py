@@ -207,6 +207,9 @@ class Stack:
             "FITONFHIR_POSTGRES_URL": pg.create_database(users_db),
             "FITONFHIR_INITIAL_DAYS": str(config.days),
             "FITONFHIR_START_DATE": self.first_day.isoformat(),
+            # shortened like the instance's intervals: a killed run's import lease is free 15 s after it
+            # last renewed it (production: 120 s), so its retry does not wait the whole default TTL
+            "FITONFHIR_USER_LEASE_TTL_SECONDS": "15",
             **config.env,
         }
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("FITONFHIR_", "DAGSTER_"))}

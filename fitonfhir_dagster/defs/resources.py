@@ -145,6 +145,8 @@ class ImportOptionsResource(SettingsResource):
     import_workers: str | None = None
     project_max_requests_per_minute: str | None = None
     fhir_verify: str | None = None
+    user_lease_wait_seconds: str | None = None
+    user_lease_ttl_seconds: str | None = None
 
 
 SECRETS = {

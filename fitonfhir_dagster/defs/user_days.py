@@ -116,8 +116,16 @@ def import_user_days(
     # Each user-day is materialized as soon as it is done, so the backfill page moves during the run.
     # If the run is terminated, leaving this loop stops the workers after their current user-day.
     try:
+        # The run id owns the users' import leases: another run of the same users waits for this one.
         for outcome in iter_user_days(
-            stores, keys, steps, fhir=fhir, templates=templates, templates_digest=digest, publisher=publisher
+            stores,
+            keys,
+            steps,
+            fhir=fhir,
+            templates=templates,
+            templates_digest=digest,
+            publisher=publisher,
+            owner=context.run.run_id,
         ):
             key = keys[(outcome.day, outcome.user_key)]
             for step, summary in outcome.summaries.items():

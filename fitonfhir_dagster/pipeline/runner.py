@@ -8,10 +8,15 @@ that day's device messages and FHIR write. Every user keeps their own rate limit
 (``FITONFHIR_PROJECT_MAX_REQUESTS_PER_MINUTE``). Outcomes are handed to the caller's thread as soon as each
 user-day is done; a failure stays with its user-day (a failed fetch fails that user's days not yet
 fetched), never with other users.
+
+A user is imported by one run at a time: the worker holds the user's import lease (``pipeline.leases``,
+owner: the Dagster run id) from before the window fetch until the user's last day, and waits a bounded time
+for another run's lease; a user whose lease stays taken fails with a retryable ``UserBusy``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -22,6 +27,7 @@ from typing import Any
 
 from ..googlefit.ratelimit import ChainedLimiter, Limiter, RequestLimiter
 from .datasets import fetch_user_day, iter_user_window
+from .leases import ImportLeases, LeaseLost, UserBusy, local_owner
 from .messages import Publisher, build_user_day_messages
 from .observations import DevicesWritten, convert_user_day
 from .step_errors import TransientUserDayError, UserDayError
@@ -64,14 +70,17 @@ def iter_user_days(
     publisher: Publisher | None = None,
     workers: int | None = None,
     limiter: Limiter | None = None,
+    owner: str | None = None,
 ) -> Iterator[UserDayOutcome]:
     """Run ``steps`` for every ``(day, user_key)`` of ``keys``; yields each outcome in the calling thread
     as soon as that user-day finished (in completion order).
 
     ``fhir`` and ``templates`` are needed when ``steps`` has ``fhir_observations``. ``limiter`` is the
     project limiter (default: :func:`project_limiter`); each user also gets a limiter of their own.
-    Closing the generator early stops the workers after their current user-day; so does an interrupt
-    raised while it waits (the outcomes finished meanwhile are yielded before the interrupt goes on).
+    ``owner`` names this run in the users' import leases (the Dagster run id; default: a fresh id).
+    Closing the generator early stops the workers after their current user-day (or their wait for a lease);
+    so does an interrupt raised while it waits (the outcomes finished meanwhile are yielded before the
+    interrupt goes on).
     """
     unknown = set(steps) - set(STEPS)
     if unknown:
@@ -87,8 +96,14 @@ def iter_user_days(
         return
     size = max(1, min(workers or stores.settings.import_workers, len(by_user)))
     shared = limiter if limiter is not None else project_limiter(stores, size)
+    leases = ImportLeases(
+        stores.users,
+        owner or local_owner(),
+        ttl_seconds=stores.settings.user_lease_ttl_seconds,
+        wait_seconds=stores.settings.user_lease_wait_seconds,
+    )
     job = _UserJob(
-        stores, tuple(s for s in STEPS if s in steps), fhir, templates, templates_digest, publisher
+        stores, tuple(s for s in STEPS if s in steps), fhir, templates, templates_digest, publisher, leases
     )
     done: queue.SimpleQueue[UserDayOutcome | None] = queue.SimpleQueue()
     stop = threading.Event()
@@ -99,7 +114,7 @@ def iter_user_days(
         finally:
             done.put(None)  # this user is finished
 
-    with ThreadPoolExecutor(size, thread_name_prefix="fitonfhir-user") as pool:
+    with leases.heartbeat(), ThreadPoolExecutor(size, thread_name_prefix="fitonfhir-user") as pool:
         for user_key, days in by_user.items():
             pool.submit(work, user_key, days)
         running = len(by_user)
@@ -136,6 +151,7 @@ class _UserJob:
     templates: tuple[Any, Any] | None
     templates_digest: str | None
     publisher: Publisher | None
+    leases: ImportLeases
     devices: DevicesWritten = field(default_factory=DevicesWritten)
 
     def run_user(
@@ -146,11 +162,67 @@ class _UserJob:
         emit: Callable[[UserDayOutcome], None],
         stop: threading.Event,
     ) -> None:
-        if FIT_DATASETS not in self.steps:
+        """The user's days under the user's import lease (claimed first, released last)."""
+        try:
+            holder = self.leases.acquire(user_key, stop)
+        except Exception as exc:  # the users table failed: this user only, and retryable
+            message = f"import lease: {type(exc).__name__}: {exc}"
             for day in days:
+                emit(
+                    UserDayOutcome(
+                        day, user_key, error=TransientUserDayError(user_key, day, message), cause=exc
+                    )
+                )
+            return
+        if holder is not None:
+            if stop.is_set():
+                return
+            message = (
+                f"user {user_key} is being imported by run {holder}; gave up waiting for it after"
+                f" {self.leases.wait_seconds} s (FITONFHIR_USER_LEASE_WAIT_SECONDS), retry later"
+            )
+            for day in days:
+                emit(UserDayOutcome(day, user_key, error=UserBusy(user_key, day, message)))
+            return
+        try:
+            self._run_days(user_key, days, project, emit, stop)
+        finally:
+            self.leases.release(user_key)
+
+    def _still_ours(self, user_key: str, day: str) -> None:
+        """Renew the lease after a user-day; raise :class:`LeaseLost` when another run has taken it."""
+        if not self.leases.renew(user_key):
+            holder = "(unknown)"
+            with contextlib.suppress(Exception):  # only for the message
+                holder = self.stores.users.import_holder(user_key) or holder
+            raise LeaseLost(
+                user_key,
+                day,
+                f"the import lease of user {user_key} expired (not renewed for"
+                f" {self.leases.ttl_seconds} s) and run {holder} took it over; its remaining days are left to it",
+            )
+
+    def _run_days(
+        self,
+        user_key: str,
+        days: list[str],
+        project: Limiter,
+        emit: Callable[[UserDayOutcome], None],
+        stop: threading.Event,
+    ) -> None:
+        if FIT_DATASETS not in self.steps:
+            for i, day in enumerate(days):
                 if stop.is_set():
                     return
                 emit(self._after_fetch(UserDayOutcome(day, user_key)))
+                if i + 1 == len(days):
+                    return
+                try:
+                    self._still_ours(user_key, day)
+                except LeaseLost as err:
+                    for rest in days[i + 1 :]:
+                        emit(UserDayOutcome(rest, user_key, error=err.for_day(rest)))
+                    return
             return
         pending = set(days)
         own = RequestLimiter(self.stores.settings.max_requests_per_minute)
@@ -161,6 +233,8 @@ class _UserJob:
                 emit(self._after_fetch(UserDayOutcome(day, user_key, {FIT_DATASETS: summary})))
                 if stop.is_set():
                     return
+                if pending:
+                    self._still_ours(user_key, day)  # LeaseLost fails the days not fetched yet
         except UserDayError as err:
             for day in sorted(pending):
                 emit(UserDayOutcome(day, user_key, error=err.for_day(day)))

@@ -6,6 +6,10 @@ Layout of table ``users`` (one partition per entity kind, like the original):
 * ``PartitionKey="by-sub"``, ``RowKey=sha256(google_sub)``, ``user_key``: claims a Google account. It is
   created with ``create_entity`` *before* the user row, so two racing onboardings of one account conflict
   (HTTP 409) and both end up with the same user key.
+* ``PartitionKey="import-lease"``, ``RowKey=<user key>``, ``owner``, ``expires_at`` (epoch seconds of the
+  claimer's clock): the user's import lease (:meth:`AzureUsersTable.claim_import`). A free lease is taken
+  with ``create_entity`` (409: someone was first), a held one is renewed or taken over with an ETag
+  ``If-Match`` replace (412: someone was first), so of concurrent claimers exactly one wins.
 
 Writes use the entity ETag (``MatchConditions.IfNotModified``). On HTTP 412 the row is re-read, the intended
 change is applied again on top of what is stored, and the state is settled by :func:`resolve_state_conflict`:
@@ -25,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import fields, replace
 from datetime import datetime
@@ -41,13 +46,23 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from ..settings import ConfigError, Settings
 from .keys import USER_KEY_RE, check_user_key, new_user_key
-from .users import GOOGLE_FIT, User, UserState, check_onboarding, next_source, reactivated, utc_now_iso
+from .users import (
+    GOOGLE_FIT,
+    User,
+    UserState,
+    check_lease,
+    check_onboarding,
+    next_source,
+    reactivated,
+    utc_now_iso,
+)
 
 log = logging.getLogger(__name__)
 
 TABLE_NAME = "users"
 USERS_PARTITION = "users"
 BY_SUB_PARTITION = "by-sub"
+LEASE_PARTITION = "import-lease"
 MAX_ATTEMPTS = 8
 
 _USER_COLUMNS = tuple(f.name for f in fields(User) if f.name != "key")
@@ -303,3 +318,76 @@ class AzureUsersTable:
             except ResourceExistsError:
                 continue  # a concurrent onboarding of the same account created the row: update it
         raise ConcurrentUpdateError(f"users row {key} kept changing; gave up after {MAX_ATTEMPTS} attempts")
+
+    # -- import leases ---------------------------------------------------------------------------------
+
+    def _read_lease(self, user_key: str) -> Any | None:
+        try:
+            return self.table.get_entity(partition_key=LEASE_PARTITION, row_key=user_key)
+        except ResourceNotFoundError:
+            return None
+
+    def claim_import(self, user_key: str, owner: str, ttl_seconds: float) -> bool:
+        check_lease(user_key, owner, ttl_seconds)
+        for _ in range(MAX_ATTEMPTS):
+            now = time.time()
+            lease = {
+                "PartitionKey": LEASE_PARTITION,
+                "RowKey": user_key,
+                "owner": owner,
+                "expires_at": float(now + ttl_seconds),
+            }
+            stored = self._read_lease(user_key)
+            if stored is None:
+                try:
+                    self.table.create_entity(lease)
+                    return True
+                except ResourceExistsError:
+                    continue  # another claimer created it first: look at theirs
+            if stored.get("owner") != owner and float(stored.get("expires_at") or 0) > now:
+                return False  # another owner's live lease
+            try:
+                self.table.update_entity(
+                    lease,
+                    mode=UpdateMode.REPLACE,
+                    etag=stored.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return True
+            except ResourceNotFoundError:
+                continue  # released in between: claim it afresh
+            except HttpResponseError as exc:
+                if not _is_precondition_failed(exc):
+                    raise
+                continue  # renewed, taken over or released in between: decide again on what is stored
+        raise ConcurrentUpdateError(
+            f"import lease of {user_key} kept changing; gave up after {MAX_ATTEMPTS} attempts"
+        )
+
+    def release_import(self, user_key: str, owner: str) -> None:
+        check_lease(user_key, owner)
+        for _ in range(MAX_ATTEMPTS):
+            stored = self._read_lease(user_key)
+            if stored is None or stored.get("owner") != owner:
+                return  # not ours (any more): never release someone else's lease
+            try:
+                self.table.delete_entity(
+                    partition_key=LEASE_PARTITION,
+                    row_key=user_key,
+                    etag=stored.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return
+            except ResourceNotFoundError:
+                return
+            except HttpResponseError as exc:
+                if not _is_precondition_failed(exc):
+                    raise
+        log.warning("import lease of %s kept changing while being released; it expires on its own", user_key)
+
+    def import_holder(self, user_key: str) -> str | None:
+        check_user_key(user_key)
+        stored = self._read_lease(user_key)
+        if stored is None or float(stored.get("expires_at") or 0) <= time.time():
+            return None
+        return str(stored.get("owner") or "") or None

@@ -14,6 +14,12 @@ on top of what is stored and the state is settled by the same rule as on Azure
 tie goes to the more restrictive state). Retries are bounded (:data:`MAX_ATTEMPTS`). Two racing onboardings of
 one Google account both end on the same user key (``INSERT ... ON CONFLICT (google_sub) DO NOTHING``).
 
+Import leases (:meth:`PostgresUsersTable.claim_import`) live in a second table, ``<table>_import_leases``
+(user key, owner, expiry in epoch seconds of the claimer's clock), created beside the users table. A claim is
+one ``INSERT ... ON CONFLICT (user_key) DO UPDATE ... WHERE owner = ours OR expired RETURNING``: PostgreSQL
+locks the conflicting row and re-checks the condition on its latest version, so of concurrent claimers exactly
+one gets a row back.
+
 Every value is a query parameter; the only identifier (the table name) is checked against a strict pattern
 and quoted with ``psycopg2.sql.Identifier``. Thread-safe: each call borrows its own connection from a small
 pool. A server restart or failover is survived: a call whose pooled connection was dropped discards the pool's
@@ -26,6 +32,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields, replace
 from typing import Any, TypeVar
@@ -37,7 +44,7 @@ from psycopg2 import extensions, sql
 from ..settings import ConfigError, Settings
 from .azure_tables import MAX_ATTEMPTS, ConcurrentUpdateError, resolve_state_conflict
 from .keys import check_user_key, new_user_key
-from .users import User, UserState, check_onboarding, next_source, reactivated, utc_now_iso
+from .users import User, UserState, check_lease, check_onboarding, next_source, reactivated, utc_now_iso
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +153,16 @@ class PostgresUsersTable:
             t=t,
             assignments=sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in _MUTABLE),
         )
+        leases = sql.Identifier(table + "_import_leases")
+        self._claim_sql = sql.SQL(
+            "INSERT INTO {l} (user_key, owner, expires_at) VALUES (%s, %s, %s) ON CONFLICT (user_key) DO UPDATE"
+            " SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at"
+            " WHERE {l}.owner = EXCLUDED.owner OR {l}.expires_at <= %s RETURNING user_key"
+        ).format(l=leases)
+        self._release_sql = sql.SQL("DELETE FROM {l} WHERE user_key = %s AND owner = %s").format(l=leases)
+        self._holder_sql = sql.SQL("SELECT owner FROM {l} WHERE user_key = %s AND expires_at > %s").format(
+            l=leases
+        )
         if create_table:
             self._create_table()
 
@@ -202,6 +219,13 @@ class PostgresUsersTable:
             sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (patient_id)").format(
                 i=sql.Identifier(self.table + "_patient"), t=t
             )
+        )
+        # issue 9: import leases; tables from before them gain it on the next start
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {l} ("
+                " user_key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)"
+            ).format(l=sql.Identifier(self.table + "_import_leases"))
         )
 
     def _allow_every_state(self, cur: Any) -> None:
@@ -394,3 +418,33 @@ class PostgresUsersTable:
                 return user
             # a concurrent onboarding of the same account inserted first: re-read and re-activate its row
         raise ConcurrentUpdateError(f"onboarding kept racing; gave up after {MAX_ATTEMPTS} attempts")
+
+    # -- import leases ---------------------------------------------------------------------------------
+
+    def claim_import(self, user_key: str, owner: str, ttl_seconds: float) -> bool:
+        check_lease(user_key, owner, ttl_seconds)
+        now = time.time()
+
+        def claim(cur: Any) -> bool:
+            cur.execute(self._claim_sql, (user_key, owner, now + ttl_seconds, now))
+            return cur.fetchone() is not None
+
+        return self._pool.run(claim)
+
+    def release_import(self, user_key: str, owner: str) -> None:
+        check_lease(user_key, owner)
+
+        def release(cur: Any) -> None:
+            cur.execute(self._release_sql, (user_key, owner))
+
+        self._pool.run(release)
+
+    def import_holder(self, user_key: str) -> str | None:
+        check_user_key(user_key)
+
+        def holder(cur: Any) -> tuple | None:
+            cur.execute(self._holder_sql, (user_key, time.time()))
+            return cur.fetchone()  # type: ignore[no-any-return]
+
+        row = self._pool.run(holder)
+        return None if row is None else str(row[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -114,6 +115,20 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+MAX_LEASE_OWNER = 200  # characters: a Dagster run id is 36
+
+
+def check_lease(user_key: str, owner: str, ttl_seconds: float | None = None) -> None:
+    """What every backend refuses before it touches an import lease."""
+    check_user_key(user_key)
+    if not isinstance(owner, str) or not owner or len(owner) > MAX_LEASE_OWNER:
+        raise ValueError(
+            f"an import lease owner is a non-empty string of at most {MAX_LEASE_OWNER} characters"
+        )
+    if ttl_seconds is not None and not ttl_seconds > 0:
+        raise ValueError(f"an import lease needs a positive ttl_seconds, got {ttl_seconds!r}")
+
+
 class UsersTable(Protocol):
     def upsert_onboarded(
         self,
@@ -142,6 +157,26 @@ class UsersTable(Protocol):
     def list(self, states: Iterable[UserState] | None = None) -> list[User]: ...
 
     def set_state(self, key: str, state: UserState, reason: str = "") -> User: ...
+
+    # Import leases (issue 9): at most one run imports a user at a time. A lease is a row of its own
+    # (user key, owner, expiry as epoch seconds of the claimer's clock), not a column of the user's row,
+    # so renewals never conflict with onboarding or state changes. Each backend claims atomically.
+
+    def claim_import(self, user_key: str, owner: str, ttl_seconds: float) -> bool:
+        """Hold the user's import lease for ``ttl_seconds`` from now. Succeeds (True) when nobody holds it,
+        the holder's lease expired, or ``owner`` already holds it (a renewal: the expiry moves on);
+        False while another owner's lease is live. Atomic: of concurrent claimers exactly one wins."""
+        ...
+
+    def release_import(self, user_key: str, owner: str) -> None:
+        """Give the lease up, only if ``owner`` holds it (an expired-and-taken-over lease stays the new
+        holder's). Releasing a lease one does not hold is a no-op."""
+        ...
+
+    def import_holder(self, user_key: str) -> str | None:
+        """The owner of the user's live lease, None when unheld or expired (for messages: it may change
+        the moment after)."""
+        ...
 
 
 _COLUMNS = (
@@ -192,6 +227,11 @@ class SqliteUsersTable:
                 db.execute("ALTER TABLE users ADD COLUMN source TEXT NOT NULL DEFAULT 'google-fit'")
             if "cutover_day" not in have:
                 db.execute("ALTER TABLE users ADD COLUMN cutover_day TEXT NOT NULL DEFAULT ''")
+            # issue 9: databases from before import leases gain the table on their next open
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS import_leases ("
+                " user_key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)"
+            )
         self._make_private()
 
     def _make_private(self) -> None:
@@ -323,3 +363,31 @@ class SqliteUsersTable:
         user = self.get(key)
         assert user is not None
         return user
+
+    # -- import leases: one conditional upsert (atomic across threads and processes) ----------------------
+
+    def claim_import(self, user_key: str, owner: str, ttl_seconds: float) -> bool:
+        check_lease(user_key, owner, ttl_seconds)
+        now = time.time()
+        with self._connect() as db:
+            cur = db.execute(
+                "INSERT INTO import_leases (user_key, owner, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (user_key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at"
+                " WHERE import_leases.owner = excluded.owner OR import_leases.expires_at <= ?",
+                (user_key, owner, now + ttl_seconds, now),
+            )
+            return cur.rowcount == 1
+
+    def release_import(self, user_key: str, owner: str) -> None:
+        check_lease(user_key, owner)
+        with self._connect() as db:
+            db.execute("DELETE FROM import_leases WHERE user_key = ? AND owner = ?", (user_key, owner))
+
+    def import_holder(self, user_key: str) -> str | None:
+        check_user_key(user_key)
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT owner FROM import_leases WHERE user_key = ? AND expires_at > ?",
+                (user_key, time.time()),
+            ).fetchone()
+        return None if row is None else str(row[0])

@@ -1,5 +1,7 @@
 """The import through Dagster: fetched, archived, converted and written once; bad users never block others."""
 
+import uuid
+
 import dagster as dg
 import orjson
 import pytest
@@ -22,10 +24,12 @@ def _range_tags(first_user, last_user, first_day, last_day):
     ).tags
 
 
-def _run(instance, first_user, last_user, first_day=DAY1, last_day=DAY2):
+def _run(instance, first_user, last_user, first_day=DAY1, last_day=DAY2, run_id=None):
     tags = _range_tags(first_user, last_user, first_day, last_day)
     job = defs().resolve_job_def("user_day_import")
-    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=QUIET)
+    return job.execute_in_process(
+        instance=instance, tags=tags, raise_on_error=False, run_config=QUIET, run_id=run_id
+    )
 
 
 def _meta(result, asset, key):
@@ -156,6 +160,36 @@ def test_an_unexpected_error_for_one_user_day_is_isolated_and_retried(world, ins
     assert exactly_once and all(e.passed for e in exactly_once)
     reasons = exactly_once[-1].metadata["not_checked"].value
     assert list(reasons) == [f"{DAY1}|{first.key}"] and "JSONDecodeError" in reasons[f"{DAY1}|{first.key}"]
+
+
+def test_a_user_another_run_is_importing_fails_retryably_naming_that_run_and_the_run_id_owns_the_lease(
+    world, instance, monkeypatch
+):
+    """Issue 9: a range run carries no per-user tag, so the users table's import lease keeps two runs of one
+    user apart; the lease's owner is the Dagster run id."""
+    first, second = world.users
+    monkeypatch.setenv("FITONFHIR_USER_LEASE_WAIT_SECONDS", "0")
+    users = open_users_table(world.settings)
+    assert users.claim_import(first.key, "run-elsewhere", 300)
+    result = _run(instance, first.key, second.key, DAY1, DAY1)
+    assert not result.success
+    assert result.retry_attempts_for_node("user_day_steps") == 3  # retryable: the other run will finish
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][-1]
+    assert failure.step_failure_data.user_failure_data.metadata["failed_partitions"].value == [
+        f"{DAY1}|{first.key}"
+    ]
+    assert f"user {first.key} is being imported by run run-elsewhere" in str(failure.step_failure_data.error)
+    records = instance.fetch_materializations(dg.AssetKey("fhir_observations"), limit=100).records
+    assert {r.partition_key for r in records if r.run_id == result.run_id} == {f"{DAY1}|{second.key}"}
+    assert users.import_holder(first.key) == "run-elsewhere" and users.import_holder(second.key) is None
+
+    # a run whose id holds the lease goes through, and releases it: the owner is the run id
+    users.release_import(first.key, "run-elsewhere")
+    run_id = str(uuid.uuid4())
+    assert users.claim_import(first.key, run_id, 300)
+    again = _run(instance, first.key, first.key, DAY1, DAY1, run_id=run_id)
+    assert again.success and again.run_id == run_id
+    assert users.import_holder(first.key) is None
 
 
 def test_re_running_days_of_a_revoked_user_keeps_their_good_history(world, instance):

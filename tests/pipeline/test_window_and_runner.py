@@ -228,9 +228,10 @@ def test_rotated_refresh_tokens_are_never_lost_under_concurrency(stores, sandbox
     results: list[list] = []
 
     def run() -> None:
-        results.append(run_all(stores, keys, ("fit_datasets",), workers=4))
+        results.append(run_all(stores, keys, ("fit_datasets",), workers=4, owner="one-owner"))
 
-    # two runs over the same users at once: every user's token is refreshed (and rotated) by both
+    # two runs over the same users at once: every user's token is refreshed (and rotated) by both (one
+    # import-lease owner for both, or the second would wait for the first instead of racing it)
     threads = [threading.Thread(target=run) for _ in range(2)]
     for thread in threads:
         thread.start()

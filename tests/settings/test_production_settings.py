@@ -100,6 +100,8 @@ def test_what_the_import_is_configured_with_reaches_the_run_through_its_resource
         "FITONFHIR_FHIR_VERIFY": "true",
         "FITONFHIR_HEALTH_VIEW": "reconcile",
         "FITONFHIR_TEMPLATE_STYLE": "original",
+        "FITONFHIR_USER_LEASE_WAIT_SECONDS": "45",
+        "FITONFHIR_USER_LEASE_TTL_SECONDS": "15",
     }
     built = resources_from_env(env)
     stores = open_step_stores(
@@ -109,7 +111,15 @@ def test_what_the_import_is_configured_with_reaches_the_run_through_its_resource
     assert (settings.stream_policy, settings.page_limit, settings.import_workers) == ("all", 77, 2)
     assert settings.project_max_requests_per_minute == 600 and settings.fhir_verify is True
     assert (settings.health_view, settings.template_style) == ("reconcile", "original")
+    assert (settings.user_lease_wait_seconds, settings.user_lease_ttl_seconds) == (45, 15)
     assert settings.home == tmp_path.resolve()
+
+
+def test_an_import_lease_needs_a_ttl_of_at_least_a_second(tmp_path):
+    defaults = Settings.from_env({"FITONFHIR_HOME": str(tmp_path)})
+    assert (defaults.user_lease_wait_seconds, defaults.user_lease_ttl_seconds) == (300, 120)
+    with pytest.raises(ConfigError, match="FITONFHIR_USER_LEASE_TTL_SECONDS must be >= 1"):
+        Settings.from_env({"FITONFHIR_HOME": str(tmp_path), "FITONFHIR_USER_LEASE_TTL_SECONDS": "0"})
 
 
 def test_secrets_become_env_var_references_never_values(tmp_path):

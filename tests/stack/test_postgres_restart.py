@@ -13,6 +13,7 @@ no pool slot is leaked.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import requests
 
@@ -43,6 +44,21 @@ def _graphql_runs(url: str, dropped: list[str] | None = None) -> dict[str, str] 
     result = body["data"]["runsOrError"]
     assert result["__typename"] == "Runs", result
     return {r["runId"]: r["status"] for r in result["results"]}
+
+
+def _failure(instance: Any, run_id: str) -> list[str]:
+    """What a failed run's log says went wrong (step and run failures, engine errors)."""
+    lines = []
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is not None and event.event_type_value in ("STEP_FAILURE", "RUN_FAILURE", "ENGINE_EVENT"):
+            if event.event_type_value == "ENGINE_EVENT" and entry.level < 40:
+                continue
+            lines.append(f"{event.event_type_value}: {entry.message[:300]}")
+            error = getattr(event.event_specific_data, "error", None)
+            if error is not None:
+                lines.append(error.to_string()[-1500:])
+    return lines
 
 
 def test_postgres_restarted_under_load_the_services_reconnect_and_nothing_is_lost_or_duplicated() -> None:
@@ -77,7 +93,8 @@ def test_postgres_restarted_under_load_the_services_reconnect_and_nothing_is_los
         runs = stack.wait_for_runs(3, 300)  # the three history runs, retries included
         final = final_attempts(runs)
         assert sorted(r.status.value for r in final) == ["SUCCESS"] * 3, [
-            (r.run_id, r.status.value, r.tags.get("dagster/parent_run_id")) for r in runs
+            (r.run_id, r.status.value, r.tags.get("dagster/parent_run_id"), _failure(instance, r.run_id))
+            for r in runs
         ]
         # the run that was in flight either finished or was failed and retried to success
         interrupted = instance.get_run_by_id(running)

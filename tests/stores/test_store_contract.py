@@ -7,6 +7,8 @@ files / Key Vault (the real SDK over a wire-level Key Vault stand-in), local fil
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import traceback
 import uuid
 from datetime import UTC, date, datetime
@@ -234,6 +236,104 @@ def test_hostile_values_are_stored_verbatim_and_match_only_themselves(
     assert users.find_by_patient(hostile) == odd
     assert users.find_by_google_sub("sub-1").patient_id == "patient-1"
     assert len(users.list()) == 2
+
+
+# -- import leases (issue 9): at most one run imports a user at a time ---------------------------------
+
+RUN_A, RUN_B = "0f3c2a1e-run-a", "7d9b4c2f-run-b"
+
+
+def test_an_import_lease_is_held_by_one_owner_until_it_releases_it(users: UsersTable) -> None:
+    user = onboard(users, "sub-lease", "patient-lease")
+    assert users.import_holder(user.key) is None
+    assert users.claim_import(user.key, RUN_A, 60) is True
+    assert users.import_holder(user.key) == RUN_A
+    assert users.claim_import(user.key, RUN_B, 60) is False  # another owner's live lease
+    assert users.claim_import(user.key, RUN_A, 60) is True  # the holder renews
+    users.release_import(user.key, RUN_B)  # not the holder: nothing happens
+    assert users.import_holder(user.key) == RUN_A
+    users.release_import(user.key, RUN_A)
+    assert users.import_holder(user.key) is None
+    users.release_import(user.key, RUN_A)  # releasing twice is harmless
+    assert users.claim_import(user.key, RUN_B, 60) is True
+    assert users.import_holder(user.key) == RUN_B
+    # a lease is not part of the user: the row and the listing are as before
+    assert users.get(user.key) == user and users.list() == [user]
+
+
+def test_renewing_an_import_lease_extends_it(users: UsersTable) -> None:
+    key = "u-lease00002"
+    assert users.claim_import(key, RUN_A, 0.8)
+    time.sleep(0.5)
+    assert users.claim_import(key, RUN_A, 0.8)  # renewed: now expires 0.8 s from here
+    time.sleep(0.5)  # past the first expiry, not the renewed one
+    assert users.import_holder(key) == RUN_A
+    assert users.claim_import(key, RUN_B, 60) is False
+
+
+def test_an_expired_import_lease_is_taken_over_and_its_old_holder_can_neither_release_nor_renew_it(
+    users: UsersTable,
+) -> None:
+    key = "u-lease00003"
+    assert users.claim_import(key, RUN_A, 0.3)  # RUN_A is killed: it never renews or releases
+    time.sleep(0.5)
+    assert users.import_holder(key) is None  # expired
+    assert users.claim_import(key, RUN_B, 60) is True  # taken over
+    users.release_import(key, RUN_A)  # the old holder's late release leaves the new holder's lease
+    assert users.import_holder(key) == RUN_B
+    assert users.claim_import(key, RUN_A, 60) is False  # nor can it renew what is now RUN_B's
+
+
+def test_of_concurrent_claimers_of_one_import_lease_exactly_one_wins(users: UsersTable) -> None:
+    key, claimers = "u-lease00004", 8
+    start = threading.Barrier(claimers)
+    won: dict[str, bool] = {}
+    errors: list[BaseException] = []
+
+    def claim(owner: str) -> None:
+        start.wait()
+        try:
+            won[owner] = users.claim_import(key, owner, 60)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(f"run-{i}",)) for i in range(claimers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [] and len(won) == claimers
+    winners = [owner for owner, ok in won.items() if ok]
+    assert len(winners) == 1
+    assert users.import_holder(key) == winners[0]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_a_hostile_lease_owner_is_stored_verbatim_and_holds_only_its_own_lease(
+    users: UsersTable, hostile: str
+) -> None:
+    assert users.claim_import("u-lease00005", hostile, 60)
+    assert users.import_holder("u-lease00005") == hostile
+    assert users.import_holder("u-lease00006") is None
+    assert users.claim_import("u-lease00006", RUN_A, 60)
+    assert users.claim_import("u-lease00005", RUN_A, 60) is False
+
+
+@pytest.mark.parametrize(
+    ("key", "owner", "ttl"),
+    [
+        ("not-a-key", RUN_A, 60),
+        ("u-lease00007", "", 60),
+        ("u-lease00007", RUN_A, 0),
+        ("u-lease00007", "x" * 201, 60),
+    ],
+)
+def test_an_import_lease_needs_a_user_key_an_owner_and_a_positive_ttl(
+    users: UsersTable, key: str, owner: str, ttl: float
+) -> None:
+    with pytest.raises(ValueError):
+        users.claim_import(key, owner, ttl)
+    assert users.import_holder("u-lease00007") is None
 
 
 # -- vault ------------------------------------------------------------------------------------------

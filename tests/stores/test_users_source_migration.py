@@ -1,4 +1,5 @@
-"""Users rows written before issue 13 have no source: every backend reads them as Google Fit users."""
+"""Users rows written before issue 13 have no source: every backend reads them as Google Fit users; tables from
+before issue 9 gain import leases."""
 
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ def _assert_fit_user_that_can_move(users) -> None:
     )
     assert moved.key == old.key and moved.source == "google-health" and moved.cutover_day
     assert users.get(old.key) == moved
+    # issue 9: a table from before import leases gains them on its next open
+    assert users.claim_import(old.key, "run-after-upgrade", 60)
+    assert users.import_holder(old.key) == "run-after-upgrade"
 
 
 def test_an_sqlite_table_from_before_sources_gains_the_columns_and_reads_as_fit(tmp_path) -> None:
