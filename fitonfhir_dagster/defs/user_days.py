@@ -65,6 +65,10 @@ def import_retry_policy(first_delay_seconds: int) -> dg.RetryPolicy:
     )
 
 
+# A run tag Dagster's run retries read when the run fails (documented with run_retries).
+RUN_RETRY_ON_STEP_FAILURE = "dagster/retry_on_asset_or_op_failure"
+
+
 def retry_or_raise(context: dg.AssetExecutionContext, policy: dg.RetryPolicy, exc: Exception) -> None:
     """Retry the step after ``exc`` by ``policy`` (RetryRequested), or raise ``exc`` itself when the policy is
     spent or the error is a ``Failure`` that forbids retries.
@@ -73,14 +77,19 @@ def retry_or_raise(context: dg.AssetExecutionContext, policy: dg.RetryPolicy, ex
     sends before it kills a pod) of an op with a retry policy into a retry of the step in the same, dying
     process. Without one, the interrupt fails the run as an unexpected termination, which run retries then
     launch again elsewhere, and a termination from the UI cancels it.
+
+    A failure the step gives up on is final: the run is tagged so that run retries (which deploy/dagster.yaml
+    applies to step failures, for the framework's own errors such as a database restart while an event is
+    stored) do not repeat it.
     """
-    if isinstance(exc, dg.Failure) and not exc.allow_retries:
-        raise exc
-    attempt = context.retry_number + 1
-    if attempt > policy.max_retries:
+    final = (isinstance(exc, dg.Failure) and not exc.allow_retries) or (
+        context.retry_number + 1 > policy.max_retries
+    )
+    if final:
+        context.instance.add_run_tags(context.run.run_id, {RUN_RETRY_ON_STEP_FAILURE: "false"})
         raise exc
     raise dg.RetryRequested(
-        max_retries=policy.max_retries, seconds_to_wait=policy.calculate_delay(attempt)
+        max_retries=policy.max_retries, seconds_to_wait=policy.calculate_delay(context.retry_number + 1)
     ) from exc
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from fitonfhir_dagster.definitions import defs
 from fitonfhir_dagster.defs.run_requests import range_run_request
+from fitonfhir_dagster.defs.user_days import RUN_RETRY_ON_STEP_FAILURE
 from fitonfhir_dagster.fhir.fhir_client import FhirClient
 from fitonfhir_dagster.stores.factory import open_archive, open_users_table
 from fitonfhir_dagster.stores.users import UserState
@@ -144,6 +145,8 @@ def test_an_unexpected_error_for_one_user_day_is_isolated_and_retried(world, ins
     )
     assert not result.success
     assert result.retry_attempts_for_node("user_day_steps") == 3  # unknown errors count as transient
+    # the step gave up after its own retries: the run is tagged so that run retries do not repeat them
+    assert instance.get_run_by_id(result.run_id).tags[RUN_RETRY_ON_STEP_FAILURE] == "false"
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][-1]
     failed = failure.step_failure_data.user_failure_data.metadata["failed_partitions"].value
     assert failed == [f"{DAY1}|{first.key}"]

@@ -132,7 +132,7 @@ def test_an_instance_from_dagster_yaml_runs_on_the_real_postgres(
         assert instance.run_monitoring_start_timeout_seconds == 300
         assert instance.run_monitoring_max_resume_run_attempts == 0
         assert (instance.run_retries_enabled, instance.run_retries_max_retries) == (True, 2)
-        assert not instance.run_retries_retry_on_asset_or_op_failure
+        assert instance.run_retries_retry_on_asset_or_op_failure  # the step opts its own failures out
         assert not instance.telemetry_enabled
         concurrency = instance.get_concurrency_config()
         assert concurrency.pool_config.default_pool_limit == 4
