@@ -91,7 +91,9 @@ def test_postgres_restarted_under_load_the_services_reconnect_and_nothing_is_los
 
         # a new user after the restart: onboarding app (users table) -> users_sensor -> queued, launched
         keys += stack.onboard(1, first=3)
-        runs = stack.wait_for_runs(3, 300)  # the three history runs, retries included
+        for key in keys:  # each user's history run, retries included
+            stack.wait_for_runs(1, 300, tags={USER_TAG: key})
+        runs = stack.wait_for_runs(3, 60)
         final = final_attempts(runs)
         # Each user's history run succeeded (retries included). A sensor tick whose record the restart cut
         # off is evaluated again, so a user may get a second run: sensors are at-least-once, the import is
