@@ -147,10 +147,7 @@ def _message_chunks(lines: Iterable[bytes], points: int) -> Iterator[tuple[int, 
     for line in lines:
         if not line.strip():
             continue
-        try:
-            message: Any = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            message = line  # the converter dead-letters it (InvalidDataFormatException)
+        message: Any = orjson.loads(line)  # we wrote it: a line that is not JSON fails the step, as before
         chunk.append(message)
         index += 1
         body_points = message.get("point") if type(message) is dict else None
