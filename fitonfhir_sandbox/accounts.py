@@ -27,6 +27,19 @@ def sub_for_email(email: str) -> str:
     return "1" + str(int.from_bytes(digest, "big") % 10**20).zfill(20)
 
 
+HEAVY_POINTS_PER_DAY = 50_000
+_HEAVY_RE = re.compile(re.escape(HEAVY_MARKER) + r"(\d*)")
+
+
 def is_heavy_email(email: str) -> bool:
     """``name+heavy@...`` accounts get ~50k heart-rate points a day (benchmarks)."""
-    return HEAVY_MARKER in normalise_email(email).split("@", 1)[0]
+    return heavy_points_per_day(email) > 0
+
+
+def heavy_points_per_day(email: str) -> int:
+    """Heart-rate points a day of a heavy account, 0 for others: ``name+heavy@...`` gets
+    ``HEAVY_POINTS_PER_DAY``, ``name+heavy100000@...`` 100,000 (benchmarks and memory tests)."""
+    match = _HEAVY_RE.search(normalise_email(email).split("@", 1)[0])
+    if match is None:
+        return 0
+    return int(match.group(1)) if match.group(1) else HEAVY_POINTS_PER_DAY

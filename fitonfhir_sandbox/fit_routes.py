@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fitonfhir_sandbox import synthetic
-from fitonfhir_sandbox.accounts import is_heavy_email
+from fitonfhir_sandbox.accounts import heavy_points_per_day
 from fitonfhir_sandbox.context import GoogleSandbox
 from fitonfhir_sandbox.faults import corrupt_dataset, google_error
 from fitonfhir_sandbox.google_state import TokenInfo
@@ -142,7 +142,7 @@ class FitRoutes:
                 now_ms=int(self.ctx.clock() * 1000),
                 limit=limit,
                 page_token=request.query_params.get("pageToken") or None,
-                heavy=is_heavy_email(info.grant.email),
+                heavy=heavy_points_per_day(info.grant.email),
                 orphan=self.ctx.faults.orphan_source_for(info.grant.sub),
             )
         except synthetic.BadPageToken as exc:

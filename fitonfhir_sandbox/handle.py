@@ -10,11 +10,15 @@ The handle also drives the consent form for tests of an onboarding app (:meth:`S
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -196,3 +200,48 @@ def running_sandbox(
     config = uvicorn.Config(app, access_log=False, log_level="warning", lifespan="off")
     with run_in_thread(config, sock, name="sandbox", startup_timeout=startup_timeout):
         yield SandboxHandle(url=url, home=Path(home), context=app.state.sandbox)
+
+
+class _OutOfProcess:
+    """The context of a sandbox running in another process: only its HTTP API can be reached."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"the sandbox runs in another process; {name!r} needs one in this process")
+
+
+@contextmanager
+def running_sandbox_process(home: Path, *, startup_timeout: float = 60.0) -> Iterator[SandboxHandle]:
+    """Start ``fitonfhir sandbox`` in a process of its own on a free 127.0.0.1 port; stop it on exit.
+
+    For measurements of the import alone (memory, CPU): the sandbox's work and memory stay in its own
+    process. Onboarding and every request go over HTTP; faults and the clock are not reachable.
+    """
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    sock = bind_socket()
+    port = int(sock.getsockname()[1])
+    sock.close()  # the child binds it again right away (a small race with other processes)
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "FITONFHIR_HOME": str(home / "home"), "FITONFHIR_SANDBOX_URL": url}
+    command = [str(Path(sys.executable).parent / "fitonfhir"), "sandbox", "--home", str(home / "sandbox")]
+    with (home / "sandbox.log").open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            try:
+                if requests.get(url + "/fhir/metadata", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the sandbox process did not start; see {home / 'sandbox.log'}")
+            time.sleep(0.1)
+        yield SandboxHandle(url=url, home=home, context=cast(GoogleSandbox, _OutOfProcess()))
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -24,6 +24,7 @@ from functools import cache, lru_cache
 from typing import Any
 
 from fitonfhir_dagster.googlefit import catalog
+from fitonfhir_sandbox import accounts
 
 NS_PER_MS = 1_000_000
 MS_PER_MIN = 60_000
@@ -34,7 +35,10 @@ DATA_START = date(2019, 1, 1)  # no sandbox account has data before this day
 PLACEHOLDER_UID = "12345678"
 ORPHAN_STREAM_ID = "raw:com.google.heart_rate.bpm:407408718192:sandbox_orphan"
 MERGED_HR_STREAM_ID = "derived:com.google.heart_rate.bpm:com.google.android.gms:merge_heart_rate_bpm"
-HEAVY_POINTS_PER_DAY = 50_000
+HEAVY_POINTS_PER_DAY = accounts.HEAVY_POINTS_PER_DAY
+# ``heavy`` below: False (a normal account), True (HEAVY_POINTS_PER_DAY heart-rate points a day) or
+# another number of points a day; see ``_heaviness`` (it keeps False/True, so their data never changes).
+Heaviness = bool | int
 
 HR = "com.google.heart_rate.bpm"
 STEPS = "com.google.step_count.delta"
@@ -171,12 +175,26 @@ def _awake_times(rng: random.Random, t: Traits, n: int) -> list[int]:
     return sorted(rng.randrange(t.wake_ms, t.sleep_ms) for _ in range(n))
 
 
-def _heart_rate(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
+def _heaviness(heavy: Heaviness) -> Heaviness:
+    """The canonical form (cache key and seed): False, True for HEAVY_POINTS_PER_DAY, or the count."""
+    if heavy is True or heavy is False:
+        return heavy
+    count = int(heavy)
+    return count == HEAVY_POINTS_PER_DAY or (count if count > 0 else False)
+
+
+def _heavy_count(heavy: Heaviness) -> int:
+    return HEAVY_POINTS_PER_DAY if heavy is True else int(heavy)
+
+
+def _heart_rate(rng: random.Random, t: Traits, day: int, heavy: Heaviness) -> Raw:
     out: Raw = []
     if heavy:
-        for i in range(HEAVY_POINTS_PER_DAY):
+        count = _heavy_count(heavy)
+        step = min(1000, (MS_PER_DAY - 1 - t.wake_ms) // count)  # one a second; denser past ~57k a day
+        for i in range(count):
             bpm = t.base_hr + 12 * math.sin(i / 900) + rng.gauss(0, 3)
-            out.append((t.wake_ms + i * 1000, t.wake_ms + i * 1000, (("fpVal", float(round(bpm))),)))
+            out.append((t.wake_ms + i * step, t.wake_ms + i * step, (("fpVal", float(round(bpm))),)))
         return out
     workout = rng.randrange(t.wake_ms, t.sleep_ms - MS_PER_HOUR)
     workout_end = workout + rng.randrange(20, 60) * MS_PER_MIN
@@ -189,7 +207,7 @@ def _heart_rate(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
     return out
 
 
-def _steps(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
+def _steps(rng: random.Random, t: Traits, day: int, heavy: Heaviness) -> Raw:
     out: Raw = []
     ms = t.wake_ms
     while True:
@@ -205,7 +223,7 @@ def _steps(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
             ms += dur
 
 
-def _heart_minutes(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
+def _heart_minutes(rng: random.Random, t: Traits, day: int, heavy: Heaviness) -> Raw:
     out: Raw = []
     sessions = rng.randint(1, 3)
     slot = (t.sleep_ms - t.wake_ms) // sessions
@@ -228,7 +246,7 @@ def _with_optional(rng: random.Random, required: Values, optional: Values) -> Va
     return required + optional[: rng.randint(0, len(optional))]
 
 
-def _oxygen(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
+def _oxygen(rng: random.Random, t: Traits, day: int, heavy: Heaviness) -> Raw:
     out: Raw = []
     for ms in _awake_times(rng, t, rng.randint(2, 5)):
         flow = round(rng.uniform(1, 3), 1) if rng.random() < 0.1 else 0.0
@@ -238,7 +256,7 @@ def _oxygen(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
     return out
 
 
-def _blood_pressure(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
+def _blood_pressure(rng: random.Random, t: Traits, day: int, heavy: Heaviness) -> Raw:
     out: Raw = []
     for ms in _awake_times(rng, t, _count(rng, 0, 2, (day + 1) % 3 == t.phase3)):
         systolic = round(t.systolic + rng.gauss(0, 7))
@@ -249,7 +267,7 @@ def _blood_pressure(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw
     return out
 
 
-def _glucose(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
+def _glucose(rng: random.Random, t: Traits, day: int, heavy: Heaviness) -> Raw:
     out: Raw = []
     for ms in _awake_times(rng, t, _count(rng, 0, 3, (day + 2) % 3 == t.phase3)):
         optional: Values = (
@@ -262,7 +280,7 @@ def _glucose(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
     return out
 
 
-def _temperature(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
+def _temperature(rng: random.Random, t: Traits, day: int, heavy: Heaviness) -> Raw:
     out: Raw = []
     for ms in _awake_times(rng, t, _count(rng, 0, 2, day % 2 == t.phase3 % 2)):
         value: Values = (("fpVal", round(rng.uniform(36.1, 37.4), 1)),)
@@ -274,7 +292,7 @@ def _morning(rng: random.Random, t: Traits) -> int:
     return t.wake_ms + rng.randrange(5, 30) * MS_PER_MIN
 
 
-def _weight(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
+def _weight(rng: random.Random, t: Traits, day: int, heavy: Heaviness) -> Raw:
     if day % 3 != t.phase3 and rng.random() >= 0.2:
         return []
     ms = _morning(rng, t)
@@ -282,21 +300,21 @@ def _weight(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
     return [(ms, ms, (("fpVal", kg),))]
 
 
-def _body_fat(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
+def _body_fat(rng: random.Random, t: Traits, day: int, heavy: Heaviness) -> Raw:
     if day % 3 != t.phase3 and rng.random() >= 0.1:
         return []
     ms = _morning(rng, t) + MS_PER_MIN
     return [(ms, ms, (("fpVal", round(t.body_fat + rng.gauss(0, 0.4), 1)),))]
 
 
-def _height(rng: random.Random, t: Traits, day: int, heavy: bool) -> Raw:
+def _height(rng: random.Random, t: Traits, day: int, heavy: Heaviness) -> Raw:
     if day % 7 != t.phase7:
         return []
     ms = _morning(rng, t) + 2 * MS_PER_MIN
     return [(ms, ms, (("fpVal", round(t.height_m, 2)),))]
 
 
-_GENERATORS: dict[str, Callable[[random.Random, Traits, int, bool], Raw]] = {
+_GENERATORS: dict[str, Callable[[random.Random, Traits, int, Heaviness], Raw]] = {
     "com.google.blood_glucose": _glucose,
     "com.google.blood_pressure": _blood_pressure,
     "com.google.body.fat.percentage": _body_fat,
@@ -311,12 +329,13 @@ _GENERATORS: dict[str, Callable[[random.Random, Traits, int, bool], Raw]] = {
 assert set(_GENERATORS) == set(catalog.DATA_TYPE_NAMES)
 
 
-def truth(sub: str, type_name: str, day: int, heavy: bool = False) -> tuple[Truth, ...]:
+def truth(sub: str, type_name: str, day: int, heavy: Heaviness = False) -> tuple[Truth, ...]:
     """Every measurement of one type on one UTC day (day = days since 1970-01-01), sorted."""
+    heavy = _heaviness(heavy)
     return (_heavy_truth if heavy else _light_truth)(sub, type_name, day, heavy)
 
 
-def _make_truth(sub: str, type_name: str, day: int, heavy: bool) -> tuple[Truth, ...]:
+def _make_truth(sub: str, type_name: str, day: int, heavy: Heaviness) -> tuple[Truth, ...]:
     t = traits(sub)
     rng = random.Random(_seed(sub, type_name, day, heavy))
     raw = _GENERATORS[type_name](rng, t, day, heavy)
@@ -343,13 +362,16 @@ _heavy_truth = lru_cache(maxsize=2)(_make_truth)
 StreamPoint = tuple[int, int, int, Values, str | None, int]
 
 
-def _stream_day(sub: str, stream_id: str, type_name: str, day: int, heavy: bool) -> tuple[StreamPoint, ...]:
+def _stream_day(
+    sub: str, stream_id: str, type_name: str, day: int, heavy: Heaviness
+) -> tuple[StreamPoint, ...]:
     """The points one stream holds for one UTC day, sorted by (start, end, seq)."""
+    heavy = _heaviness(heavy)
     return (_heavy_stream_day if heavy else _light_stream_day)(sub, stream_id, type_name, day, heavy)
 
 
 def _make_stream_day(
-    sub: str, stream_id: str, type_name: str, day: int, heavy: bool
+    sub: str, stream_id: str, type_name: str, day: int, heavy: Heaviness
 ) -> tuple[StreamPoint, ...]:
     role = _role(stream_id)
     if role == "orphan":
@@ -376,7 +398,7 @@ def _make_stream_day(
 
 
 def _make_stream_day_keys(
-    sub: str, stream_id: str, type_name: str, day: int, heavy: bool
+    sub: str, stream_id: str, type_name: str, day: int, heavy: Heaviness
 ) -> list[tuple[int, int, int]]:
     return [(p[0], p[1], p[2]) for p in _stream_day(sub, stream_id, type_name, day, heavy)]
 
@@ -388,8 +410,9 @@ _heavy_keys = lru_cache(maxsize=4)(_make_stream_day_keys)
 
 
 def _stream_day_keys(
-    sub: str, stream_id: str, type_name: str, day: int, heavy: bool
+    sub: str, stream_id: str, type_name: str, day: int, heavy: Heaviness
 ) -> list[tuple[int, int, int]]:
+    heavy = _heaviness(heavy)
     return (_heavy_keys if heavy else _light_keys)(sub, stream_id, type_name, day, heavy)
 
 
@@ -461,7 +484,7 @@ def dataset(
     now_ms: int,
     limit: int | None = None,
     page_token: str | None = None,
-    heavy: bool = False,
+    heavy: Heaviness = False,
     orphan: bool = False,
 ) -> dict[str, Any]:
     """Google's dataset resource for ``{start_ns}-{end_ns}`` (int64 fields as strings).

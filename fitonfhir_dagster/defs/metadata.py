@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import dagster as dg
-import pandas as pd
 
-from ..pipeline.datasets import DatasetsSummary
+from ..pipeline.datasets import DatasetsSummary, ValueStats
 from ..pipeline.messages import MessagesSummary
 from ..pipeline.observations import ObservationsSummary
 
 
-def points_table(values_by_type: dict[str, list[float]]) -> dg.TableMetadataValue:
+def points_table(value_stats: dict[str, ValueStats]) -> dg.TableMetadataValue:
     """Count/min/max/mean of the first value of every point, per data type."""
-    rows = [(t, v) for t, vs in values_by_type.items() for v in vs]
-    frame = pd.DataFrame(rows, columns=["data_type", "value"])
-    stats = frame.groupby("data_type")["value"].agg(["count", "min", "max", "mean"]).reset_index()
     records = [
         dg.TableRecord(
             {
-                "data_type": str(r.data_type),
-                "count": int(r.count),
-                "min": round(float(r.min), 3),
-                "max": round(float(r.max), 3),
-                "mean": round(float(r.mean), 3),
+                "data_type": data_type,
+                "count": stats.count,
+                "min": round(stats.low, 3),
+                "max": round(stats.high, 3),
+                "mean": round(stats.mean, 3),
             }
         )
-        for r in stats.itertuples(index=False)
+        for data_type, stats in sorted(value_stats.items())
+        if stats.count
     ]
     schema = dg.TableSchema(
         columns=[
@@ -50,7 +47,7 @@ def datasets_metadata(s: DatasetsSummary) -> dict[str, dg.MetadataValue]:
         "points_left_to_start_day": dg.MetadataValue.int(s.dropped_outside_day),
         "duplicate_points_dropped": dg.MetadataValue.int(s.duplicates),
         "fields_supplied_from_request": dg.MetadataValue.int(s.supplied_fields),
-        "points_by_type": points_table(s.values_by_type),
+        "points_by_type": points_table(s.value_stats),
     }
     return meta
 

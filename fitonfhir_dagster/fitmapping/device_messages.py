@@ -105,5 +105,6 @@ def fit_point_identity(stream_id: str, point: Mapping[str, Any]) -> tuple:
         point.get("dataTypeName"),
         point.get("startTimeNanos"),
         point.get("endTimeNanos"),
-        orjson.dumps(point.get("value"), option=orjson.OPT_SORT_KEYS),
+        # text, not bytes: a short result of orjson.dumps keeps a 4 KB buffer (a heavy page: 1000 keys)
+        orjson.dumps(point.get("value"), option=orjson.OPT_SORT_KEYS).decode(),
     )

@@ -365,41 +365,64 @@ class GoogleFitClient(GoogleApiClient[FetchStats]):
     ) -> Iterator[DayFetch]:
         """Every day of ``[first_day 00:00, last_day + 1 00:00)`` with ONE paged read per stream.
 
-        Yields one :class:`DayFetch` per day, newest day first, as soon as every stream's pages have gone
-        past that day, so only about one day of points is held at a time (pages come newest first). The
-        points of each day are the ones :meth:`fetch_day` would keep for it: a point belongs to the day it
-        STARTS in (a point crossing midnight once, by its start day), points starting before the window
-        are dropped (``outside_day`` of the first day), identical points are kept once. Each day's pages
-        are the window pages' slices for that day, their ``minStartTimeNs``/``maxEndTimeNs`` the day's
-        range. Window-wide counters (api_calls, retries, bytes) are shared out over the days so that
-        they add up; ``window_stats`` of each DayFetch holds the totals so far.
+        :meth:`iter_window` collected into one :class:`DayFetch` per day (newest day first), yielded when
+        the day is complete, so about one day of points is held as Python objects at a time; the import
+        itself consumes :meth:`iter_window` and never holds a day's points (``pipeline.datasets``).
+        """
+        chosen = [_stream_id(s) for s in sources]
+        days: dict[int, dict[str, list[DatasetPage]]] = {}
+        for item in self.iter_window(first_day, last_day, chosen, limit=limit, bad_points=bad_points):
+            if isinstance(item, WindowSlice):
+                streams = days.setdefault(item.day_index, {s: [] for s in chosen})
+                streams.setdefault(item.page.stream_id, []).append(item.page)
+                continue
+            streams = days.pop(item.day_index, {}) or {s: [] for s in chosen}
+            fetched = DayFetch(item.day, item.start_ns, item.end_ns, streams, item.stats)
+            fetched.window_stats = item.window_stats
+            yield fetched
+
+    def iter_window(
+        self,
+        first_day: date,
+        last_day: date,
+        sources: Iterable[Mapping[str, Any] | str],
+        *,
+        limit: int | None = None,
+        bad_points: BadPointMode | None = None,
+    ) -> Iterator[WindowSlice | WindowDay]:
+        """Every day of ``[first_day 00:00, last_day + 1 00:00)`` with ONE paged read per stream, as a stream
+        of :class:`WindowSlice` (one window page's points of one day, as soon as the page arrived) and
+        :class:`WindowDay` (every slice of that day has been yielded; newest day first).
+
+        A point belongs to the day it STARTS in (a point crossing midnight once, by its start day),
+        points starting before the window are dropped (``outside_day`` of the first day) and identical
+        points are kept once: per day the slices hold exactly the points :meth:`fetch_day` keeps. Each
+        slice's ``minStartTimeNs``/``maxEndTimeNs`` is its day's range and its ``page_index`` counts the
+        day's slices of its stream; a window page's size (and fields supplied from the request) go to
+        the day holding most of its points. Window-wide counters (api_calls, retries) are shared out over
+        the days so that they add up; ``window_stats`` holds the totals so far. Only the page being split
+        is held as Python objects; what a day keeps to recognise duplicates is a compact key per point.
         """
         if first_day > last_day:
             raise ValueError(f"window starts after it ends: {first_day}..{last_day}")
-        if first_day == last_day:
-            yield self.fetch_day(first_day, sources, limit=limit, bad_points=bad_points)
-            return
         window_start, _ = day_window_ns(first_day)
         _, window_end = day_window_ns(last_day)
         n_days = (last_day - first_day).days + 1
         days = [first_day + timedelta(days=i) for i in range(n_days)]
         bounds = [day_window_ns(d) for d in days]
         starts = [b[0] for b in bounds]
-        stats = FetchStats()  # window totals
-        buckets: list[_DayBucket | None] = [_DayBucket() for _ in days]
+        totals = FetchStats()
+        states: list[_DayState | None] = [_DayState(bounds[i]) for i in range(n_days)]
         pagers: dict[str, Iterator[DatasetPage]] = {}
         frontier: dict[str, float] = {}  # min endTimeNanos seen per stream; -inf when exhausted
         for source in sources:
             stream_id = _stream_id(source)
             pagers[stream_id] = self.iter_dataset_pages(
-                stream_id, window_start, window_end, limit, bad_points=bad_points, stats=stats
+                stream_id, window_start, window_end, limit, bad_points=bad_points, stats=totals
             )
             frontier[stream_id] = float("inf")
-            for bucket in buckets:
-                assert bucket is not None
-                bucket.streams[stream_id] = []
-        next_day = n_days - 1  # newest day not yet yielded
-        shared = _Shares(n_days)
+        next_day = n_days - 1  # newest day not yet complete
+        shares = _Shares(n_days)
         while True:
             live = [s for s, f in frontier.items() if f != float("-inf")]
             if live:
@@ -409,59 +432,106 @@ class GoogleFitClient(GoogleApiClient[FetchStats]):
                     frontier[stream_id] = float("-inf")
                 else:
                     with paused_gc():
-                        low = _split_page(page, window_start, starts, bounds, buckets, first_day)
+                        low, slices = _split_page(page, window_start, starts, states, first_day)
                     if low is not None:
                         frontier[stream_id] = min(frontier[stream_id], low)
                     if page.dataset.get("nextPageToken") is None:
                         frontier[stream_id] = float("-inf")
+                    del page
+                    yield from slices
+                    del slices
             reach = max(frontier.values(), default=float("-inf"))
             # every stream has gone below the start of day ``next_day``: that day is complete
             while next_day >= 0 and (reach < starts[next_day] or not live):
-                bucket = buckets[next_day]
-                assert bucket is not None
-                buckets[next_day] = None
-                yield bucket.day_fetch(days[next_day], bounds[next_day], stats, shared, next_day)
+                state = states[next_day]
+                assert state is not None
+                states[next_day] = None  # its duplicate keys go with it
+                stats = state.stats
+                stats.api_calls, stats.retries = shares.take(totals)
+                bound = bounds[next_day]
+                yield WindowDay(
+                    next_day, days[next_day], bound[0], bound[1], stats, FetchStats(**totals.as_dict())
+                )
                 next_day -= 1
             if next_day < 0:
                 return
 
 
-class _DayBucket:
-    """The points of one day of a window, per stream, as slices of the window's pages."""
+@dataclass
+class WindowSlice:
+    """One window page's points of one day (day rule applied, duplicates dropped): see ``iter_window``."""
 
-    def __init__(self) -> None:
-        self.streams: dict[str, list[DatasetPage]] = {}
-        self.outside = 0  # points starting before the window (first day only)
+    day_index: int  # 0 is the window's first day
+    page: DatasetPage
 
-    def day_fetch(
-        self, day: date, bound: tuple[int, int], totals: FetchStats, shared: _Shares, index: int
-    ) -> DayFetch:
-        stats = FetchStats(outside_day=self.outside)
-        stats.bytes = sum(page.size_bytes for pages in self.streams.values() for page in pages)
-        with paused_gc():
-            streams = {
-                stream_id: assign_to_day(pages, bound[0], bound[1], stats)
-                for stream_id, pages in self.streams.items()
-            }
-        for pages in streams.values():
-            for page in pages:
-                stats.pages += 1
-                stats.bad_points += len(page.bad_points)
-        stats.api_calls, stats.retries = shared.take(index, totals)
-        fetched = DayFetch(day, bound[0], bound[1], streams, stats)
-        fetched.window_stats = FetchStats(**totals.as_dict())
-        return fetched
+
+@dataclass
+class WindowDay:
+    """Every slice of day ``day_index`` of a window has been yielded; the day's counters."""
+
+    day_index: int
+    day: date
+    start_ns: int
+    end_ns: int
+    stats: FetchStats
+    window_stats: FetchStats  # totals of the window read so far
+
+
+class _DayState:
+    """What one day of a window remembers until it is complete: counters and, per stream, a compact key
+    of every point kept (to recognise the same point on another page) and how many slices were cut."""
+
+    def __init__(self, bound: tuple[int, int]) -> None:
+        self.start_ns, self.end_ns = bound
+        self.stats = FetchStats()
+        self.seen: dict[str, dict[tuple[int, int], str | list[str]]] = {}
+        self.cut: dict[str, int] = {}
+
+    def next_index(self, stream_id: str) -> int:
+        index = self.cut.get(stream_id, 0)
+        self.cut[stream_id] = index + 1
+        return index
+
+    def keep(self, stream_id: str, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:func:`assign_to_day` for one page of the day, remembering across the day's pages: values are
+        kept as their JSON text, and compared as values (key order aside) only when start and end match."""
+        seen = self.seen.setdefault(stream_id, {})
+        stats, start_ns, end_ns = self.stats, self.start_ns, self.end_ns
+        kept = []
+        for point in points:
+            start = point["startTimeNanos"]
+            if not start_ns <= start <= end_ns:
+                stats.outside_day += 1
+                continue
+            key = (start, point["endTimeNanos"])
+            values = point["value"]
+            earlier = seen.get(key)
+            if earlier is None:
+                seen[key] = _compact(values)
+            else:
+                known = earlier if isinstance(earlier, list) else [earlier]
+                if any(orjson.loads(text) == values for text in known):
+                    stats.duplicates += 1
+                    continue
+                seen[key] = [*known, _compact(values)]
+            kept.append(point)
+        stats.points += len(kept)
+        return kept
+
+
+def _compact(values: Any) -> str:
+    # str, not orjson's bytes: a short bytes result from orjson.dumps keeps a 4 KB buffer
+    return orjson.dumps(values).decode()
 
 
 class _Shares:
     """Shares window-wide request counters out over its days so that the days add up to the total."""
 
     def __init__(self, n_days: int) -> None:
-        self.n_days = n_days
         self.given = FetchStats()
         self.left = n_days
 
-    def take(self, index: int, totals: FetchStats) -> tuple[int, int]:
+    def take(self, totals: FetchStats) -> tuple[int, int]:
         out = []
         for name in ("api_calls", "retries"):
             remaining = getattr(totals, name) - getattr(self.given, name)
@@ -476,11 +546,10 @@ def _split_page(
     page: DatasetPage,
     window_start: int,
     starts: list[int],
-    bounds: list[tuple[int, int]],
-    buckets: list[_DayBucket | None],
+    states: list[_DayState | None],
     first_day: date,
-) -> float | None:
-    """Put one window page's points into the per-day buckets; returns the page's lowest endTimeNanos."""
+) -> tuple[float | None, list[WindowSlice]]:
+    """Cut one window page into the slices of its days; returns the page's lowest endTimeNanos too."""
     per_day: dict[int, list[dict[str, Any]]] = {}
     low: float | None = None
     last = len(starts) - 1
@@ -490,9 +559,9 @@ def _split_page(
         if low is None or end < low:
             low = end
         if start < window_start:
-            bucket = buckets[0]
-            if bucket is not None:
-                bucket.outside += 1
+            first = states[0]
+            if first is not None:
+                first.stats.outside_day += 1
             continue
         index = min(bisect.bisect_right(starts, start) - 1, last)
         per_day.setdefault(index, []).append(point)
@@ -502,25 +571,36 @@ def _split_page(
         number = int(start) if isinstance(start, str) and start.isdigit() else start
         index = bisect.bisect_right(starts, number) - 1 if isinstance(number, int) else last
         bad_by_day.setdefault(min(max(index, 0), last), []).append(bad)
+    # the page's size and the fields supplied from the request go to the day holding most of its points
+    if per_day:
+        owner: int | None = max(per_day, key=lambda i: len(per_day[i]))
+    else:
+        owner = min(bad_by_day) if bad_by_day else None
+    slices = []
     for index in sorted(per_day.keys() | bad_by_day.keys()):
-        bucket = buckets[index]
-        if bucket is None:  # already yielded: cannot happen when pages come newest first
+        state = states[index]
+        if state is None:  # already complete: cannot happen when pages come newest first
             raise MalformedResponse(
                 f"stream {page.stream_id!r} page {page.page_index}: points of {first_day + timedelta(days=index)} "
                 "arrived after older ones; Google's newest-first paging was not followed"
             )
+        page_index = state.next_index(page.stream_id)
+        kept = state.keep(page.stream_id, per_day.get(index, []))
+        set_aside = bad_by_day.get(index, [])
+        size, supplied = (page.size_bytes, page.supplied_fields) if index == owner else (0, {})
+        state.stats.bytes += size
+        state.stats.supplied_fields += sum(supplied.values())
+        if not kept and not set_aside:
+            continue
         dataset = {k: v for k, v in page.dataset.items() if k not in ("point", "nextPageToken")}
-        dataset["minStartTimeNs"], dataset["maxEndTimeNs"] = bounds[index]
-        dataset["point"] = per_day.get(index, [])
-        day_pages = bucket.streams[page.stream_id]
-        day_pages.append(DatasetPage(page.stream_id, len(day_pages), dataset, bad_by_day.get(index, []), 0))
-    if per_day:
-        # bytes: the page's size goes to the day holding most of its points
-        biggest = max(per_day, key=lambda i: len(per_day[i]))
-        bucket = buckets[biggest]
-        assert bucket is not None
-        bucket.streams[page.stream_id][-1].size_bytes = page.size_bytes
-    return low
+        dataset["minStartTimeNs"], dataset["maxEndTimeNs"] = state.start_ns, state.end_ns
+        dataset["point"] = kept
+        state.stats.pages += 1
+        state.stats.bad_points += len(set_aside)
+        slices.append(
+            WindowSlice(index, DatasetPage(page.stream_id, page_index, dataset, set_aside, size, supplied))
+        )
+    return low, slices
 
 
 def assign_to_day(

@@ -63,7 +63,7 @@ def build_health_messages(
     return messages
 
 
-def health_point_identity(data_type: str, point: Mapping[str, Any]) -> tuple[str, bytes]:
+def health_point_identity(data_type: str, point: Mapping[str, Any]) -> tuple[str, str]:
     """What makes a Health point unique within a user: its type and its whole content (the Health
     counterpart of ``fitmapping.device_messages.fit_point_identity``)."""
-    return data_type, orjson.dumps(point, option=orjson.OPT_SORT_KEYS)
+    return data_type, orjson.dumps(point, option=orjson.OPT_SORT_KEYS).decode()  # str: see fit_point_identity

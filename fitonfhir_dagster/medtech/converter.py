@@ -138,22 +138,24 @@ class Converter:
         self.points_key = points_key
         self._extractor = MeasurementExtractor(self.device_mapping)
 
-    def convert(self, messages: Iterable[Any]) -> ConversionResult:
+    def convert(self, messages: Iterable[Any], *, first_index: int = 0) -> ConversionResult:
         """Messages are dicts (the device message body), JSON bytes/str, or ``DeviceEvent``s.
+
+        ``first_index`` numbers the messages in dead letters (a batch that continues an earlier one).
 
         The cyclic garbage collector is paused meanwhile: conversion allocates many small acyclic
         dicts (freed by reference counting) and collection passes would cost ~40% of the time.
         """
         with paused_gc():
-            return self._convert(messages)
+            return self._convert(messages, first_index)
 
-    def _convert(self, messages: Iterable[Any]) -> ConversionResult:
+    def _convert(self, messages: Iterable[Any], first_index: int = 0) -> ConversionResult:
         result = ConversionResult()
         groups: dict[GroupKey, list[Measurement]] = {}
         track = self.points_key is not None
         observed: set[int] | None = set() if track else None
         dead: set[int] = set()
-        for index, message in enumerate(messages):
+        for index, message in enumerate(messages, start=first_index):
             result.messages += 1
             wrapped = self._wrap(message, index, result)
             if wrapped is None:

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import math
+import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import orjson
 
 from ..googlefit import fit_errors
-from ..googlefit.fit_client import DayFetch, GoogleFitClient, select_streams
+from ..googlefit.fit_client import (
+    DatasetPage,
+    GoogleFitClient,
+    WindowDay,
+    WindowSlice,
+    day_window_ns,
+    select_streams,
+)
 from ..googlefit.ratelimit import Limiter
 from ..sources import SourceError, UserMustAct, source_named
 from ..sources.health_source import first_values
 from ..stores.archive import object_name
 from ..stores.users import GOOGLE_FIT, User, UserState, source_for_day
+from .day_document import document_lines
 from .step_errors import TransientUserDayError, UserDayError, UserNotImportable
 from .step_stores import StepStores
 
@@ -39,7 +48,7 @@ class DatasetsSummary:
     dropped_outside_day: int = 0  # overlapping points Google returned that belong to the neighbour day
     duplicates: int = 0  # identical points seen on several pages, kept once
     supplied_fields: int = 0  # fields Google left out, filled in from the request (see suppliedFields)
-    values_by_type: dict[str, list[float]] = field(default_factory=dict)
+    value_stats: dict[str, ValueStats] = field(default_factory=dict)  # first value of each point, per type
 
 
 def datasets_object(day: str, user_key: str) -> str:
@@ -151,52 +160,178 @@ def contiguous_ranges(days: Sequence[str]) -> list[tuple[date, date]]:
     return ranges
 
 
-def _document(user: User, day: str, fetched: DayFetch, sources: list[dict[str, Any]]) -> dict[str, Any]:
-    document = {
-        "user": user.key,
-        "date": day,
-        "googleSub": user.google_sub,
-        "window": {"startNs": fetched.start_ns, "endNs": fetched.end_ns},
-        "sources": sources,
-        "pages": {stream: [p.dataset for p in pages] for stream, pages in fetched.streams.items()},
-        "badPoints": [
-            {"stream": p.stream_id, "page": p.page_index, "reason": bad.reason, "point": bad.point}
-            for p in fetched.pages
-            for bad in p.bad_points
-        ],
-        "suppliedFields": [
-            {"stream": p.stream_id, "page": p.page_index, "fields": p.supplied_fields}
-            for p in fetched.pages
-            if p.supplied_fields
-        ],
-        "stats": fetched.stats.as_dict(),
-    }
-    return document
+class ValueStats:
+    """Count, min, max and mean of the first value of a data type's points (the summary's value ranges)."""
+
+    __slots__ = ("count", "low", "high", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.low = math.inf
+        self.high = -math.inf
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        if value < self.low:
+            self.low = value
+        if value > self.high:
+            self.high = value
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+    def __repr__(self) -> str:
+        return f"ValueStats(count={self.count}, low={self.low}, high={self.high}, mean={self.mean})"
 
 
-def summarize(document: dict[str, Any], summary: DatasetsSummary) -> DatasetsSummary:
-    start_ns, end_ns = document["window"]["startNs"], document["window"]["endNs"]
-    values: dict[str, list[float]] = defaultdict(list)
-    stats = document.get("stats", {})
-    summary.streams = len(document["pages"])
+def value_stats(values_by_type: dict[str, list[float]]) -> dict[str, ValueStats]:
+    out: dict[str, ValueStats] = {}
+    for data_type, values in values_by_type.items():
+        stats = out.setdefault(data_type, ValueStats())
+        for value in values:
+            stats.add(value)
+    return out
+
+
+def _count_page(summary: DatasetsSummary, page: dict[str, Any], start_ns: int, end_ns: int) -> None:
+    """Add one archived page's points to the summary (points, points outside the day, value ranges)."""
+    stats = summary.value_stats
+    for point in page.get("point", []):
+        summary.points += 1
+        if not start_ns <= point["startTimeNanos"] <= end_ns:
+            summary.outside_day += 1
+        first = (point.get("value") or [{}])[0]
+        number = first.get("fpVal", first.get("intVal"))
+        if isinstance(number, int | float):
+            data_type = str(point.get("dataTypeName"))
+            found = stats.get(data_type)
+            if found is None:
+                found = stats[data_type] = ValueStats()
+            found.add(float(number))
+
+
+def _count_stats(summary: DatasetsSummary, stats: dict[str, Any]) -> None:
     summary.api_calls = int(stats.get("api_calls", 0))
     summary.bytes = int(stats.get("bytes", 0))
-    summary.bad_points = len(document.get("badPoints", []))
     summary.dropped_outside_day = int(stats.get("outside_day", 0))
     summary.duplicates = int(stats.get("duplicates", 0))
     summary.supplied_fields = int(stats.get("supplied_fields", 0))
+
+
+def summarize(document: dict[str, Any], summary: DatasetsSummary) -> DatasetsSummary:
+    """The summary of an archived Fit user-day document (what :func:`iter_user_window` returns for it)."""
+    start_ns, end_ns = document["window"]["startNs"], document["window"]["endNs"]
+    _count_stats(summary, document.get("stats", {}))
+    summary.streams = len(document["pages"])
+    summary.bad_points = len(document.get("badPoints", []))
     for pages in document["pages"].values():
         summary.pages += len(pages)
         for page in pages:
-            for point in page.get("point", []):
-                summary.points += 1
-                if not start_ns <= point["startTimeNanos"] <= end_ns:
-                    summary.outside_day += 1
-                first = (point.get("value") or [{}])[0]
-                number = first.get("fpVal", first.get("intVal"))
-                if isinstance(number, int | float):
-                    values[str(point.get("dataTypeName"))].append(float(number))
-    summary.values_by_type = dict(values)
+            _count_page(summary, page, start_ns, end_ns)
+    return summary
+
+
+SPOOL_IN_MEMORY = 1 << 20  # bytes of a day's encoded pages kept in memory; beyond that, a temp file
+
+
+class _DaySpool:
+    """One day of a window fetch until the day is complete: its pages encoded as JSON in a spool (in
+    memory while small, then a temp file), its bad points and supplied fields, and its summary so far."""
+
+    def __init__(self, summary: DatasetsSummary, bound: tuple[int, int], streams: list[str]) -> None:
+        self.summary = summary
+        self.bound = bound
+        self.file: Any = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115  # close()
+        self.size = 0
+        self.index: dict[str, list[tuple[int, int]]] = {s: [] for s in streams}  # (offset, length) per page
+        self.bad_points: list[dict[str, Any]] = []
+        self.supplied: list[dict[str, Any]] = []
+
+    def add(self, page: DatasetPage) -> None:
+        encoded = orjson.dumps(page.dataset)
+        self.file.write(encoded)
+        self.index.setdefault(page.stream_id, []).append((self.size, len(encoded)))
+        self.size += len(encoded)
+        self.summary.pages += 1
+        _count_page(self.summary, page.dataset, *self.bound)
+        self.bad_points.extend(
+            {"stream": page.stream_id, "page": page.page_index, "reason": bad.reason, "point": bad.point}
+            for bad in page.bad_points
+        )
+        if page.supplied_fields:
+            self.supplied.append(
+                {"stream": page.stream_id, "page": page.page_index, "fields": page.supplied_fields}
+            )
+
+    def pages(self, stream_id: str) -> Iterator[bytes]:
+        for offset, length in self.index[stream_id]:
+            self.file.seek(offset)
+            yield self.file.read(length)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _window_days(
+    client: GoogleFitClient, user: User, first: date, last: date, sources: list[dict[str, Any]]
+) -> Generator[tuple[WindowDay, _DaySpool], None, None]:
+    """Each day of ``[first, last]`` with its spool once the day is complete (newest first)."""
+    streams = [str(s["dataStreamId"]) for s in sources]
+    spools: dict[int, _DaySpool] = {}
+
+    def spool(index: int) -> _DaySpool:
+        found = spools.get(index)
+        if found is None:
+            day = (first + timedelta(days=index)).isoformat()
+            found = spools[index] = _DaySpool(
+                DatasetsSummary(user_key=user.key, day=day),
+                day_window_ns(first + timedelta(days=index)),
+                streams,
+            )
+        return found
+
+    try:
+        for item in client.iter_window(first, last, sources):
+            if isinstance(item, WindowSlice):
+                spool(item.day_index).add(item.page)
+                continue
+            done = spool(item.day_index)
+            del spools[item.day_index]
+            try:
+                yield item, done
+            finally:
+                done.close()
+    finally:
+        for left in spools.values():
+            left.close()
+
+
+def _archive_day(
+    stores: StepStores, user: User, sources: list[dict[str, Any]], item: WindowDay, spool: _DaySpool
+) -> DatasetsSummary:
+    """Write one complete day's document, a page per line (see ``day_document``), replacing the old one."""
+    day = item.day.isoformat()
+    stats = item.stats.as_dict()
+    header = {
+        "user": user.key,
+        "date": day,
+        "googleSub": user.google_sub,
+        "window": {"startNs": item.start_ns, "endNs": item.end_ns},
+        "sources": sources,
+        "badPoints": spool.bad_points,
+        "suppliedFields": spool.supplied,
+        "stats": stats,
+    }
+    streams = list(spool.index)
+    lines = document_lines(header, ((stream, spool.pages(stream)) for stream in streams))
+    stores.archive.put_chunks(datasets_object(day, user.key), lines)
+    summary = spool.summary
+    _count_stats(summary, stats)
+    summary.streams = len(streams)
+    summary.bad_points = len(spool.bad_points)
     return summary
 
 
@@ -236,26 +371,25 @@ def _fetch_window(
             cls = TransientUserDayError if exc.retryable else UserDayError
             raise cls(user_key, days[0], f"{type(exc).__name__}: {exc}") from exc
         for first, last in contiguous_ranges(days):
-            fetches = client.fetch_window(first, last, sources)
-            while True:
-                try:
-                    fetched = next(fetches, None)
-                except fit_errors.ConsentRevoked:
-                    raise
-                except fit_errors.GoogleFitError as exc:
-                    cls = TransientUserDayError if exc.retryable else UserDayError
-                    left = [d for d in days if d not in done]
-                    raise cls(user_key, left[0], f"{type(exc).__name__}: {exc}") from exc
-                if fetched is None:
-                    break
-                day = fetched.day.isoformat()
-                document = _document(user, day, fetched, sources)
-                del fetched
-                stores.archive.put(datasets_object(day, user_key), orjson.dumps(document))
-                summary = summarize(document, DatasetsSummary(user_key=user_key, day=day))
-                del document
-                done.add(day)
-                yield day, summary
+            fetches = _window_days(client, user, first, last, sources)
+            try:
+                while True:
+                    try:
+                        fetched = next(fetches, None)
+                    except fit_errors.ConsentRevoked:
+                        raise
+                    except fit_errors.GoogleFitError as exc:
+                        cls = TransientUserDayError if exc.retryable else UserDayError
+                        left = [d for d in days if d not in done]
+                        raise cls(user_key, left[0], f"{type(exc).__name__}: {exc}") from exc
+                    if fetched is None:
+                        break
+                    summary = _archive_day(stores, user, sources, *fetched)
+                    del fetched
+                    done.add(summary.day)
+                    yield summary.day, summary
+            finally:
+                fetches.close()
     finally:
         client.close()
 
@@ -308,5 +442,5 @@ def summarize_source_document(document: dict[str, Any], summary: DatasetsSummary
     summary.bytes = int(stats.get("bytes", 0))
     summary.bad_points = len(document.get("badPoints", []))
     summary.dropped_outside_day = int(stats.get("outside_window", 0))
-    summary.values_by_type = first_values(document)
+    summary.value_stats = value_stats(first_values(document))
     return summary

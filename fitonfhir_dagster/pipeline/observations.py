@@ -11,9 +11,11 @@ the archive; a re-run with the same fingerprint costs no FHIR request at all, un
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
+import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,9 +123,10 @@ def templates_digest(templates: tuple[Any, Any]) -> str | None:
 
 
 def write_fingerprint(
-    stores: StepStores, fhir: FhirClient, messages: bytes, digest: str, user_key: str
+    stores: StepStores, fhir: FhirClient, messages: bytes | Iterable[bytes], digest: str, user_key: str
 ) -> str:
-    """What a user-day's FHIR write depends on: its device messages, the templates, the server, identity."""
+    """What a user-day's FHIR write depends on: its device messages (bytes, or their lines as read from
+    the archive), the templates, the server, identity."""
     user = stores.users.get(user_key)
     identity = stores.settings.identity_mode
     if identity != "create":
@@ -132,8 +135,28 @@ def write_fingerprint(
     for part in (FINGERPRINT_VERSION, digest, fhir.base_url, identity):
         h.update(part.encode())
         h.update(b"\0")
-    h.update(messages)
+    for chunk in (messages,) if isinstance(messages, bytes) else messages:
+        h.update(chunk)
     return "sha256:" + h.hexdigest()
+
+
+def _message_chunks(lines: Iterable[bytes], points: int) -> Iterator[tuple[int, list[Any]]]:
+    """The device messages (parsed) in chunks of about ``points`` points, each with its first index."""
+    chunk: list[Any] = []
+    count = first = index = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        message: Any = orjson.loads(line)  # we wrote it: a line that is not JSON fails the step, as before
+        chunk.append(message)
+        index += 1
+        body_points = message.get("point") if type(message) is dict else None
+        count += len(body_points) if type(body_points) is list else 1
+        if count >= points:
+            yield first, chunk
+            chunk, count, first = [], 0, index
+    if chunk:
+        yield first, chunk
 
 
 def convert_user_day(
@@ -153,13 +176,20 @@ def convert_user_day(
     the write is always verified against the server. ``verify`` (default ``FITONFHIR_FHIR_VERIFY``)
     re-reads FHIR even when the fingerprint of the last successful write matches. ``devices_written``
     (one per run) remembers the Devices already written, so the days of a user write them once.
+
+    The messages are read from the archive a line at a time and converted and written
+    ``CONVERT_CHUNK_POINTS`` points at a time, so a heavy day holds one chunk's Observations, not the
+    day's. Chunks go one after the other: an Observation id met again in a later chunk (two readings
+    of one period on two pages) is merged with the version the earlier chunk wrote, as MedTech merges
+    a later event into the stored Observation, and is counted once.
     """
-    raw = stores.archive.get(messages_object(day, user_key))
-    if raw is None:
+    name = messages_object(day, user_key)
+    lines = stores.archive.get_lines(name)
+    if lines is None:
         raise UpstreamMissing(user_key, day, "no archived device_messages; materialize device_messages first")
     digest = digest or templates_digest(templates)
     verify = stores.settings.fhir_verify if verify is None else verify
-    fingerprint = write_fingerprint(stores, fhir, raw, digest, user_key) if digest else None
+    fingerprint = write_fingerprint(stores, fhir, lines, digest, user_key) if digest else None
     record_name = written_object(day, user_key)
     if fingerprint is not None and not verify:
         stored = stores.archive.get(record_name)
@@ -180,41 +210,40 @@ def convert_user_day(
             )
         if record is not None:
             stores.archive.delete(record_name)  # what the server holds is about to change
-    messages = [orjson.loads(line) for line in raw.splitlines() if line]
+    if fingerprint is not None:
+        lines = stores.archive.get_lines(name)  # read again: the first pass went into the fingerprint
+        if lines is None:
+            raise UpstreamMissing(user_key, day, "the archived device_messages disappeared while converting")
     converter = Converter(templates[0], templates[1], identity_for(stores, user_key), points_key="point")
-    result = converter.convert(messages)
-    del messages, raw  # a heavy day: keep only the Observations in memory while writing
-    summary = ObservationsSummary(
-        user_key,
-        day,
-        observations=len(result.observations),
-        points_in=result.points_in,
-        points_observed=result.points_observed,
-        points_dead_lettered=result.points_dead_lettered,
-        points_unmatched=len(result.unmatched),
-    )
-    letters = [d.to_dict() for d in (*result.dead_letters, *result.unmatched)]
-    for letter in letters:
-        summary.dead_letter_reasons[letter["reason"]] = (
-            summary.dead_letter_reasons.get(letter["reason"], 0) + 1
-        )
-    summary.dead_letters = len(result.dead_letters)
-    name = object_name(DEAD_LETTERS, day, user_key, "dead_letters.ndjson")
-    stores.archive.put(name, b"".join(orjson.dumps(x) + b"\n" for x in letters))
-    try:
-        if result.patients:  # Create mode: the Patients MedTech would have created
-            fhir.upsert_many(result.patients)
-        devices = devices_written.new(fhir, result.devices) if devices_written else result.devices
-        if devices:
-            summary.devices_written = fhir.upsert_many(devices).written
-            if devices_written is not None:
-                devices_written.add(fhir, devices)
-        _write_merged(fhir, result, summary)
-    except PreconditionFailed as exc:
-        raise TransientUserDayError(user_key, day, f"concurrent change on the FHIR server: {exc}") from exc
-    except FhirError as exc:
-        cls = TransientUserDayError if exc.retryable else UserDayError
-        raise cls(user_key, day, f"FHIR write failed: {exc}") from exc
+    summary = ObservationsSummary(user_key, day)
+    written = _DayWrites(devices_written or DevicesWritten())
+    with (
+        tempfile.SpooledTemporaryFile(max_size=1 << 20) as dead,
+        tempfile.SpooledTemporaryFile(max_size=1 << 20) as unmatched,
+    ):
+        try:
+            for first, messages in _message_chunks(lines, CONVERT_CHUNK_POINTS):
+                result = converter.convert(messages, first_index=first)
+                del messages  # keep only the chunk's Observations in memory while writing
+                _count(summary, result, written, dead, unmatched)
+                written.write(fhir, result, summary)
+                del result
+        except PreconditionFailed as exc:
+            raise TransientUserDayError(
+                user_key, day, f"concurrent change on the FHIR server: {exc}"
+            ) from exc
+        except FhirError as exc:
+            cls = TransientUserDayError if exc.retryable else UserDayError
+            raise cls(user_key, day, f"FHIR write failed: {exc}") from exc
+        finally:  # the dead letters of what was converted, also when a write failed
+            dead.seek(0)
+            unmatched.seek(0)
+            stores.archive.put_chunks(
+                object_name(DEAD_LETTERS, day, user_key, "dead_letters.ndjson"),
+                itertools.chain(
+                    iter(lambda: dead.read(1 << 20), b""), iter(lambda: unmatched.read(1 << 20), b"")
+                ),
+            )
     if fingerprint is not None:
         record = {
             "fingerprint": fingerprint,
@@ -228,6 +257,49 @@ def convert_user_day(
         }
         stores.archive.put(record_name, orjson.dumps(record))
     return summary
+
+
+CONVERT_CHUNK_POINTS = 5_000  # points converted and written at a time (a heavy day: ~10 chunks)
+
+
+def _count(summary: ObservationsSummary, result: Any, written: _DayWrites, dead: Any, unmatched: Any) -> None:
+    """Add one chunk's conversion to the summary; its dead letters and unmatched points to the spools."""
+    summary.observations += written.new_ids(result.observations)
+    summary.points_in += result.points_in
+    summary.points_observed += result.points_observed
+    summary.points_dead_lettered += result.points_dead_lettered
+    summary.points_unmatched += len(result.unmatched)
+    summary.dead_letters += len(result.dead_letters)
+    reasons = summary.dead_letter_reasons
+    for letters, spool in ((result.dead_letters, dead), (result.unmatched, unmatched)):
+        for letter in letters:
+            reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
+            spool.write(orjson.dumps(letter.to_dict()) + b"\n")
+
+
+class _DayWrites:
+    """What one user-day has written so far: Observation ids (to count each once), Patients, Devices."""
+
+    def __init__(self, devices: DevicesWritten) -> None:
+        self.ids: set[str] = set()
+        self.patients: set[str] = set()
+        self.devices = devices
+
+    def new_ids(self, observations: Sequence[dict[str, Any]]) -> int:
+        before = len(self.ids)
+        self.ids.update(str(o["id"]) for o in observations)
+        return len(self.ids) - before
+
+    def write(self, fhir: FhirClient, result: Any, summary: ObservationsSummary) -> None:
+        patients = [p for p in result.patients if str(p.get("id")) not in self.patients]
+        if patients:  # Create mode: the Patients MedTech would have created
+            fhir.upsert_many(patients)
+            self.patients.update(str(p.get("id")) for p in patients)
+        devices = self.devices.new(fhir, result.devices)
+        if devices:
+            summary.devices_written += fhir.upsert_many(devices).written
+            self.devices.add(fhir, devices)
+        _write_merged(fhir, result, summary)
 
 
 def _write_merged(fhir: FhirClient, result: Any, summary: ObservationsSummary) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .keys import check_user_key, safe_segment
 
@@ -29,7 +29,16 @@ def object_name(kind: str, day: str, user_key: str, name: str) -> str:
 class Archive(Protocol):
     def put(self, name: str, data: bytes) -> None: ...
 
+    def put_chunks(self, name: str, chunks: Iterable[bytes]) -> None:
+        """``put`` of the concatenated ``chunks``, without holding them all in memory (a heavy user-day)."""
+        ...
+
     def get(self, name: str) -> bytes | None: ...
+
+    def get_lines(self, name: str) -> Iterator[bytes] | None:
+        """The object's lines (each with its ``\\n``, the last one maybe without), read a chunk at a time;
+        None when there is no such object."""
+        ...
 
     def list(self, prefix: str = "") -> Iterator[str]: ...
 
@@ -72,13 +81,17 @@ class LocalArchive:
         return path
 
     def put(self, name: str, data: bytes) -> None:
+        self.put_chunks(name, (data,))
+
+    def put_chunks(self, name: str, chunks: Iterable[bytes]) -> None:
         path = self._path(name)
         _private_dirs(path.parent, self.root)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")  # 0600
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+                for chunk in chunks:
+                    fh.write(chunk)
+            os.replace(tmp, path)  # readers see the old object or the whole new one, never a part
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -86,6 +99,14 @@ class LocalArchive:
     def get(self, name: str) -> bytes | None:
         path = self._path(name)
         return path.read_bytes() if path.exists() else None
+
+    def get_lines(self, name: str) -> Iterator[bytes] | None:
+        path = self._path(name)
+        try:
+            fh = path.open("rb")
+        except FileNotFoundError:
+            return None
+        return _file_lines(fh)
 
     def list(self, prefix: str = "") -> Iterator[str]:
         for path in sorted(self.root.rglob("*")):
@@ -102,6 +123,29 @@ class LocalArchive:
         for name in names:
             self.delete(name)
         return len(names)
+
+
+def _file_lines(fh: Any) -> Iterator[bytes]:
+    with fh:
+        yield from fh
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Lines (with their ``\\n``) of a byte stream that arrives in arbitrary chunks."""
+    pending: list[bytes] = []  # the start of a line that has not ended yet (a long line: many chunks)
+    for chunk in chunks:
+        parts = chunk.split(b"\n")
+        if len(parts) == 1:
+            pending.append(chunk)
+            continue
+        pending.append(parts[0])
+        yield b"".join(pending) + b"\n"
+        for part in parts[1:-1]:
+            yield part + b"\n"
+        pending = [parts[-1]]
+    rest = b"".join(pending)
+    if rest:
+        yield rest
 
 
 def check_prefix(prefix: str) -> str:

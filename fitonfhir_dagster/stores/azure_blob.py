@@ -7,7 +7,7 @@ with the same rule as the local archive, so no user-derived value can shape an u
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
@@ -65,11 +65,24 @@ class BlobArchive:
     def put(self, name: str, data: bytes) -> None:
         self.container.upload_blob(check_blob_name(name), data, overwrite=True)
 
+    def put_chunks(self, name: str, chunks: Iterable[bytes]) -> None:
+        # An iterable is uploaded as staged blocks and committed at the end: readers never see a part.
+        self.container.upload_blob(check_blob_name(name), iter(chunks), overwrite=True)
+
     def get(self, name: str) -> bytes | None:
         try:
             return self.container.download_blob(check_blob_name(name)).readall()
         except ResourceNotFoundError:
             return None
+
+    def get_lines(self, name: str) -> Iterator[bytes] | None:
+        from .archive import split_lines
+
+        try:
+            download = self.container.download_blob(check_blob_name(name))
+        except ResourceNotFoundError:
+            return None
+        return split_lines(download.chunks())
 
     def list(self, prefix: str = "") -> Iterator[str]:
         yield from self.container.list_blob_names(name_starts_with=prefix or None)

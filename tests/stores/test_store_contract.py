@@ -435,6 +435,20 @@ def test_archive_keeps_binary_and_large_objects_intact(archive: Archive) -> None
     assert archive.get(name) == data
 
 
+def test_archive_writes_chunks_and_reads_lines_without_holding_the_object(archive: Archive) -> None:
+    name = object_name("fit_datasets", "2025-01-01", KEY, "datasets.json")
+    assert archive.get_lines(name) is None
+    lines = [b"{" + b"x" * n + b"}\n" for n in (0, 10, 5_000_000, 3)] + [b"last line, no newline"]
+    archive.put_chunks(name, iter(lines))  # a generator: consumed once, never joined by the caller
+    assert archive.get(name) == b"".join(lines)
+    read = archive.get_lines(name)
+    assert read is not None and list(read) == lines
+    archive.put_chunks(name, iter([b"replaced\n"]))  # replaced whole, never merged
+    assert list(archive.get_lines(name) or []) == [b"replaced\n"]
+    archive.put_chunks(name, iter([]))
+    assert archive.get(name) == b"" and list(archive.get_lines(name) or []) == []
+
+
 def test_archive_lists_by_prefix_in_name_order(archive: Archive) -> None:
     names = [
         object_name("raw", "2025-01-02", KEY, "page-0002.json"),
