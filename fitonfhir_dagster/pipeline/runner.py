@@ -118,13 +118,18 @@ def iter_user_days(
         for user_key, days in by_user.items():
             pool.submit(work, user_key, days)
         running = len(by_user)
-        try:
+
+        def finished() -> Iterator[UserDayOutcome]:
+            nonlocal running
             while running:
                 item = done.get()
                 if item is None:
                     running -= 1
                 else:
                     yield item
+
+        try:
+            yield from finished()
         except GeneratorExit:
             stop.set()
             raise
@@ -132,15 +137,22 @@ def iter_user_days(
             # An interrupt (SIGTERM/SIGINT, raised here by the framework while we wait): the workers stop
             # after the user-day in hand; those outcomes are still yielded, then the interrupt goes on.
             stop.set()
-            while running:
-                item = done.get()
-                if item is None:
-                    running -= 1
-                else:
-                    yield item
+            yield from finished()
             raise
         finally:
             stop.set()
+
+
+def _fail_days(
+    emit: Callable[[UserDayOutcome], None],
+    user_key: str,
+    days: Iterable[str],
+    error_for: Callable[[str], UserDayError],
+    cause: BaseException | None = None,
+) -> None:
+    """One failed outcome per day of ``days``, each with its own day's error."""
+    for day in days:
+        emit(UserDayOutcome(day, user_key, error=error_for(day), cause=cause))
 
 
 @dataclass
@@ -167,12 +179,7 @@ class _UserJob:
             holder = self.leases.acquire(user_key, stop)
         except Exception as exc:  # the users table failed: this user only, and retryable
             message = f"import lease: {type(exc).__name__}: {exc}"
-            for day in days:
-                emit(
-                    UserDayOutcome(
-                        day, user_key, error=TransientUserDayError(user_key, day, message), cause=exc
-                    )
-                )
+            _fail_days(emit, user_key, days, lambda d: TransientUserDayError(user_key, d, message), exc)
             return
         if holder is not None:
             if stop.is_set():
@@ -181,8 +188,7 @@ class _UserJob:
                 f"user {user_key} is being imported by run {holder}; gave up waiting for it after"
                 f" {self.leases.wait_seconds} s (FITONFHIR_USER_LEASE_WAIT_SECONDS), retry later"
             )
-            for day in days:
-                emit(UserDayOutcome(day, user_key, error=UserBusy(user_key, day, message)))
+            _fail_days(emit, user_key, days, lambda d: UserBusy(user_key, d, message))
             return
         try:
             self._run_days(user_key, days, project, emit, stop)
@@ -220,8 +226,7 @@ class _UserJob:
                 try:
                     self._still_ours(user_key, day)
                 except LeaseLost as err:
-                    for rest in days[i + 1 :]:
-                        emit(UserDayOutcome(rest, user_key, error=err.for_day(rest)))
+                    _fail_days(emit, user_key, days[i + 1 :], err.for_day)
                     return
             return
         pending = set(days)
@@ -236,16 +241,12 @@ class _UserJob:
                 if pending:
                     self._still_ours(user_key, day)  # LeaseLost fails the days not fetched yet
         except UserDayError as err:
-            for day in sorted(pending):
-                emit(UserDayOutcome(day, user_key, error=err.for_day(day)))
+            _fail_days(emit, user_key, sorted(pending), err.for_day)
         except Exception as exc:  # an SDK or storage failure of one user must not lose the others
-            for day in sorted(pending):
-                message = f"{FIT_DATASETS}: {type(exc).__name__}: {exc}"
-                emit(
-                    UserDayOutcome(
-                        day, user_key, error=TransientUserDayError(user_key, day, message), cause=exc
-                    )
-                )
+            message = f"{FIT_DATASETS}: {type(exc).__name__}: {exc}"
+            _fail_days(
+                emit, user_key, sorted(pending), lambda d: TransientUserDayError(user_key, d, message), exc
+            )
         finally:
             fetched.close()
 

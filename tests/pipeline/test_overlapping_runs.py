@@ -12,7 +12,7 @@ import pytest
 from fitonfhir_dagster.fhir.fhir_client import FhirClient
 from fitonfhir_dagster.fitmapping.template_generation import generate_templates
 from fitonfhir_dagster.googlefit.catalog import sample_data_sources
-from fitonfhir_dagster.pipeline.leases import ImportLeases, UserBusy
+from fitonfhir_dagster.pipeline.leases import ImportLeases, LeaseLost, UserBusy
 from fitonfhir_dagster.pipeline.runner import STEPS, iter_user_days
 from fitonfhir_dagster.pipeline.step_stores import StepStores
 from fitonfhir_dagster.settings import Settings
@@ -181,3 +181,64 @@ def test_waiting_for_a_lease_ends_as_soon_as_the_run_is_stopped(tmp_path):
     began = time.monotonic()
     assert leases.acquire("u-waiting001", stop) == "run-holder"
     assert time.monotonic() - began < 5
+
+
+class _FlakyLeases(SqliteUsersTable):
+    """The real SQLite users table, with the lease calls of one user made to fail: ``broken`` raises
+    on every claim, ``stolen`` loses its lease after the first claim (another run took it over)."""
+
+    def __init__(self, path, broken: str = "", stolen: str = "") -> None:
+        super().__init__(path)
+        self.broken, self.stolen, self.claims = broken, stolen, 0
+
+    def claim_import(self, user_key, owner, ttl_seconds):
+        if user_key == self.broken:
+            raise OSError("users table unreachable")
+        if user_key == self.stolen:
+            self.claims += 1
+            if self.claims > 1:
+                return False
+        return super().claim_import(user_key, owner, ttl_seconds)
+
+    def import_holder(self, user_key):
+        return "run-thief" if user_key == self.stolen else super().import_holder(user_key)
+
+
+def _stores_with(home, sandbox, users):
+    stores = _stores(home, sandbox)
+    return StepStores(stores.settings, users, stores.vault, stores.archive)
+
+
+def test_a_users_table_failing_the_lease_fails_that_user_retryably_and_the_others_are_imported(
+    tmp_path, sandbox
+):
+    home = tmp_path / "home"
+    stores = _stores(home, sandbox)
+    broken, fine = (_onboard(stores, sandbox, f"{name}@example.com") for name in ("broken", "fine"))
+    flaky = _stores_with(home, sandbox, _FlakyLeases(home / "users.sqlite3", broken=broken.key))
+    keys = [(day, u.key) for u in (broken, fine) for day in DAYS]
+
+    outcomes = {(o.day, o.user_key): o for o in _import(flaky, sandbox, keys, "run-here")}
+
+    assert len(outcomes) == len(keys)
+    for day in DAYS:
+        failed = outcomes[(day, broken.key)]
+        assert failed.error is not None and failed.error.retryable
+        assert "import lease: OSError: users table unreachable" in str(failed.error)
+        assert outcomes[(day, fine.key)].ok
+
+
+def test_a_run_whose_lease_was_taken_over_leaves_the_remaining_days_to_the_other_run(tmp_path, sandbox):
+    home = tmp_path / "home"
+    stores = _stores(home, sandbox)
+    user = _onboard(stores, sandbox, "stolen@example.com")
+    flaky = _stores_with(home, sandbox, _FlakyLeases(home / "users.sqlite3", stolen=user.key))
+    keys = [(day, user.key) for day in DAYS]
+
+    outcomes = _import(flaky, sandbox, keys, "run-here")
+
+    assert len(outcomes) == len(DAYS)
+    done, lost = [o for o in outcomes if o.ok], [o for o in outcomes if not o.ok]
+    assert len(done) == 1 and len(lost) == len(DAYS) - 1  # the renewal after the first day failed
+    assert isinstance(lost[0].error, LeaseLost) and lost[0].error.retryable
+    assert "run run-thief took it over" in str(lost[0].error)
