@@ -9,21 +9,21 @@ N onboarded sandbox users, a Dagster instance on disk (our instance YAML), and
 3. the same import again, nothing changed at Google (a re-run), and the no-op again.
 
 Prints user-days/s, points/s, Google requests per user-day (counted at the sandbox: Fit API calls and
-token refreshes), FHIR requests per user-day, the ratio to the no-op floor and the peak RSS, then one
-JSON line. ``FITONFHIR_MAX_REQUESTS_PER_MINUTE`` keeps its default (per user) unless set.
+token refreshes), FHIR requests per user-day, this process's CPU seconds, the ratio to the no-op floor and
+the peak RSS, then one JSON line. ``--sandbox process`` runs the sandbox in a process of its own, as Google
+and a FHIR server are in production (its CPU is then not the import's). ``FITONFHIR_MAX_REQUESTS_PER_MINUTE`` keeps its default (per user) unless set.
 
-Run: ``.venv/bin/python bench/backfill.py [--users 5] [--days 7] [--heavy 0] [--rotate]``
+Run: ``.venv/bin/python bench/backfill.py [--users 5] [--days 7] [--heavy 0] [--rotate] [--sandbox process]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import logging
 import os
 import resource
 import tempfile
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -31,34 +31,38 @@ from pathlib import Path
 from typing import Any
 
 
-class RequestCounter(logging.Handler):
-    """Counts the sandbox's access-log lines (method, path, status, ms) by backend."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.counts: Counter[str] = Counter()
-        self._lock_counts = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        args = record.args if isinstance(record.args, tuple) else ()
-        if len(args) < 3:
-            return
-        method, path = str(args[0]), str(args[1])
-        if path.startswith("/fitness/"):
+def request_kinds(before: dict[str, int], after: dict[str, int]) -> Counter[str]:
+    """The sandbox's tally between two readings (``METHOD /area`` -> n), by what the import paid for."""
+    kinds: Counter[str] = Counter()
+    for name, n in after.items():
+        method, _, area = name.partition(" ")
+        if area == "/fitness":
             kind = "fit"
-        elif path == "/token":
+        elif area == "/token":
             kind = "token"
-        elif path.startswith("/fhir"):
+        elif area == "/fhir":
             kind = "fhir_get" if method == "GET" else "fhir_post_put"  # batch reads are POSTs too
         else:
             kind = "other"
-        with self._lock_counts:
-            self.counts[kind] += 1
+        kinds[kind] += n - before.get(name, 0)
+    return kinds
 
-    def take(self) -> Counter[str]:
-        with self._lock_counts:
-            counts, self.counts = self.counts, Counter()
-        return counts
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's running children (the sandbox process, if any), from /proc (Linux)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 def peak_rss_mb() -> float:
@@ -84,6 +88,13 @@ def main() -> None:
     )
     parser.add_argument("--rotate", action="store_true", help="the sandbox rotates refresh tokens")
     parser.add_argument("--no-rerun", action="store_true", help="skip the re-run")
+    parser.add_argument(
+        "--sandbox",
+        choices=("thread", "process"),
+        default="thread",
+        help="run the sandbox in a thread of this process (as the tests and the demo do) or in a process of"
+        " its own (as Google and a FHIR server are: its CPU is not this process's)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="fitonfhir-bench-"))
@@ -91,23 +102,26 @@ def main() -> None:
     os.environ["DAGSTER_HOME"] = str(work / "dagster")
     os.environ.setdefault("FITONFHIR_RETRY_DELAY_SECONDS", "0")
 
-    from fitonfhir_sandbox.handle import running_sandbox
+    from fitonfhir_sandbox.handle import running_sandbox, running_sandbox_process
 
-    counter = RequestCounter()
-    access = logging.getLogger("fitonfhir.sandbox")
-    access.setLevel(logging.INFO)
-    access.addHandler(counter)
-    access.propagate = False
-
-    with running_sandbox(work / "sandbox", rotate_refresh_tokens=args.rotate) as sandbox:
+    if args.sandbox == "process":
+        if args.rotate:
+            raise SystemExit(
+                "--rotate needs --sandbox thread (the setting is changed in the sandbox's process)"
+            )
+        started = running_sandbox_process(work / "sandbox")
+    else:
+        started = running_sandbox(work / "sandbox", rotate_refresh_tokens=args.rotate)
+    with started as sandbox:
         os.environ["FITONFHIR_SANDBOX_URL"] = sandbox.url
-        report = run(args, sandbox, counter)
+        report = run(args, sandbox)
+    report["sandbox"] = args.sandbox
     report["peak_rss_mb"] = round(peak_rss_mb(), 1)
     print(f"peak RSS of the whole process: {report['peak_rss_mb']} MB")
     print(json.dumps(report, sort_keys=True))
 
 
-def run(args: argparse.Namespace, sandbox: Any, counter: RequestCounter) -> dict[str, Any]:
+def run(args: argparse.Namespace, sandbox: Any) -> dict[str, Any]:
     import dagster as dg
 
     from fitonfhir_dagster.definitions import defs
@@ -161,21 +175,24 @@ def run(args: argparse.Namespace, sandbox: Any, counter: RequestCounter) -> dict
         job = definitions.resolve_job_def("user_day_import")
 
         def timed_import(label: str) -> dict[str, Any]:
-            counter.take()
+            before, cpu0, sandbox_cpu0 = sandbox.request_counts(), cpu_seconds(), children_cpu_seconds()
             t0 = time.perf_counter()
             result = job.execute_in_process(
                 instance=instance, tags=tags, raise_on_error=False, run_config=quiet
             )
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+            sandbox_cpu = children_cpu_seconds() - sandbox_cpu0
             if not result.success:
                 raise SystemExit(f"{label}: the run failed (run id {result.run_id})")
-            counts = counter.take()
+            counts = request_kinds(before, sandbox.request_counts())
             points = _metadata_sum(result, "fit_datasets", "points")
             written = _metadata_sum(result, "fhir_observations", "created") + _metadata_sum(
                 result, "fhir_observations", "updated"
             )
             return {
                 "seconds": round(seconds, 2),
+                "cpu_seconds": round(cpu, 2),
+                "sandbox_process_cpu_seconds": round(sandbox_cpu, 2),
                 "user_days_per_s": round(user_days / seconds, 2),
                 "points": points,
                 "points_per_s": round(points / seconds),
@@ -191,24 +208,34 @@ def run(args: argparse.Namespace, sandbox: Any, counter: RequestCounter) -> dict
                 "peak_rss_mb": round(peak_rss_mb(), 1),
             }
 
-        def timed_noop() -> float:
-            t0 = time.perf_counter()
+        def timed_noop() -> tuple[float, float]:
+            t0, cpu0 = time.perf_counter(), cpu_seconds()
             result = dg.materialize([noop_user_day_steps], instance=instance, tags=tags, run_config=quiet)
             assert result.success
-            return time.perf_counter() - t0
+            return time.perf_counter() - t0, cpu_seconds() - cpu0
 
         phases: dict[str, Any] = {}
         phases["import"] = timed_import("import")
-        phases["import"]["noop_seconds"] = round(timed_noop(), 2)
+        noop = timed_noop()
+        phases["import"]["noop_seconds"], phases["import"]["noop_cpu_seconds"] = (
+            round(noop[0], 2),
+            round(noop[1], 2),
+        )
         if not args.no_rerun:
             phases["rerun"] = timed_import("re-run")
-            phases["rerun"]["noop_seconds"] = round(timed_noop(), 2)
+            noop = timed_noop()
+            phases["rerun"]["noop_seconds"], phases["rerun"]["noop_cpu_seconds"] = (
+                round(noop[0], 2),
+                round(noop[1], 2),
+            )
     for name, phase in phases.items():
         phase["ratio_to_noop"] = round(phase["seconds"] / phase["noop_seconds"], 2)
         print(
             f"{name:>7}: {args.users} users x {args.days} days = {user_days} user-days in {phase['seconds']} s"
             f" ({phase['user_days_per_s']} user-days/s, {phase['points']} points, {phase['points_per_s']} points/s,"
-            f" {phase['observations_written']} Observations written); no-op floor {phase['noop_seconds']} s,"
+            f" {phase['observations_written']} Observations written; CPU {phase['cpu_seconds']} s,"
+            f" sandbox process CPU {phase['sandbox_process_cpu_seconds']} s);"
+            f" no-op floor {phase['noop_seconds']} s (CPU {phase['noop_cpu_seconds']} s),"
             f" ratio {phase['ratio_to_noop']}x; Google calls/user-day {phase['google_calls_per_user_day']}"
             f" (fit {phase['google_fit_calls_per_user_day']}, token {phase['google_token_calls_per_user_day']});"
             f" FHIR requests/user-day {phase['fhir_requests_per_user_day']}"

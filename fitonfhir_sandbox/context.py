@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -45,6 +46,24 @@ class ClientSpec:
 DEFAULT_CLIENT = ClientSpec(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET)
 
 
+class RequestTally:
+    """Requests answered, by method and first path segment (``GET /fitness``, ``POST /fhir``): what an
+    import cost the stand-ins, read through ``GET /_sandbox/requests`` by benchmarks in another process."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._guard = threading.Lock()
+
+    def count(self, method: str, path: str) -> None:
+        area = "/" + path.lstrip("/").split("/", 1)[0]
+        with self._guard:
+            self._counts[f"{method} {area}"] += 1
+
+    def counts(self) -> dict[str, int]:
+        with self._guard:
+            return dict(self._counts)
+
+
 class GoogleSandbox:
     """The Google emulator's shared context (one per app)."""
 
@@ -63,6 +82,7 @@ class GoogleSandbox:
         self.clock = clock or SandboxClock()
         self.faults = faults or FaultRegistry()
         self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.requests = RequestTally()
         self.state = SandboxState(home / "google.sqlite3", self.clock)
         for client in (DEFAULT_CLIENT, *clients):
             self.state.register_client(client.client_id, client.client_secret, client.redirect_uris)

@@ -1,4 +1,4 @@
-"""The sandbox-only control API under ``/_sandbox`` (faults, revocation, settings, clock).
+"""The sandbox-only control API under ``/_sandbox`` (faults, revocation, settings, clock, request tally).
 
 It exists only in the sandbox, which binds only to loopback; each call is also refused unless the
 peer address is a loopback address. A web page the developer visits could still reach it through the
@@ -89,6 +89,7 @@ class ControlRoutes:
             Route(CONTROL_PREFIX + "/accounts", self._guard(self.account), methods=["GET"]),
             Route(CONTROL_PREFIX + "/settings", self._guard(self.settings), methods=["GET", "POST"]),
             Route(CONTROL_PREFIX + "/clock", self._guard(self.clock), methods=["POST"]),
+            Route(CONTROL_PREFIX + "/requests", self._guard(self.requests), methods=["GET"]),
         ]
 
     @staticmethod
@@ -147,6 +148,10 @@ class ControlRoutes:
                 raise FaultSpecError(f"'rotate_refresh_tokens' must be true or false, got {value!r}")
             self.ctx.rotate_refresh_tokens = value
         return JSONResponse({"rotate_refresh_tokens": self.ctx.rotate_refresh_tokens})
+
+    async def requests(self, request: Request) -> Response:
+        """Requests answered so far, by method and first path segment (never reset: take differences)."""
+        return JSONResponse({"counts": self.ctx.requests.counts()})
 
     async def clock(self, request: Request) -> Response:
         body = await _json_body(request)

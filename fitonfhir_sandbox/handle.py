@@ -93,6 +93,13 @@ class SandboxHandle:
         """Move the sandbox's notion of now forward (expires access tokens after 3599 s, codes after 600 s)."""
         self.context.clock.advance(seconds)
 
+    def request_counts(self) -> dict[str, int]:
+        """Requests answered so far by method and first path segment, over HTTP (works out of process too)."""
+        response = requests.get(self.url + "/_sandbox/requests", timeout=10)
+        response.raise_for_status()
+        counts: dict[str, int] = response.json()["counts"]
+        return counts
+
     def now(self) -> float:
         return self.context.clock()
 

@@ -11,7 +11,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fitonfhir_sandbox.context import ClientSpec, GoogleSandbox, SandboxClock
+from fitonfhir_sandbox.context import ClientSpec, GoogleSandbox, RequestTally, SandboxClock
 from fitonfhir_sandbox.faults import FaultMiddleware, FaultRegistry
 from fitonfhir_sandbox.fhir_server import create_fhir_app
 from fitonfhir_sandbox.google_app import create_google_app
@@ -68,10 +68,11 @@ class _PrefixDispatch:
 
 
 class _AccessLog:
-    """Method, path (never the query string, which may carry tokens), status and time."""
+    """Method, path (never the query string, which may carry tokens), status and time; tallied."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, tally: RequestTally) -> None:
         self.app = app
+        self.tally = tally
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,6 +90,7 @@ class _AccessLog:
         try:
             await self.app(scope, receive, record)
         finally:
+            self.tally.count(scope["method"], scope["path"])
             log.info(
                 "%s %s %s %.1fms",
                 scope["method"],
@@ -124,7 +126,9 @@ def create_sandbox_app(
     )
     ctx: GoogleSandbox = google.state.sandbox
     app = Starlette()
-    app.mount("/", _AccessLog(FaultMiddleware(_PrefixDispatch(_fhir_app(home), google), faults)))
+    app.mount(
+        "/", _AccessLog(FaultMiddleware(_PrefixDispatch(_fhir_app(home), google), faults), ctx.requests)
+    )
     app.state.sandbox = ctx
     return app
 

@@ -102,6 +102,20 @@ def test_access_log_never_contains_query_strings(tmp_path, caplog):
     assert not any("secret-token-value" in m for m in messages)
 
 
+def test_the_request_tally_counts_what_was_answered_by_method_and_area(tmp_path):
+    with running_sandbox(tmp_path) as sandbox:
+        before = sandbox.request_counts()
+        requests.get(sandbox.fhir_url + "/metadata", timeout=5)
+        requests.get(sandbox.fhir_url + "/Observation/missing", timeout=5)
+        requests.post(sandbox.fhir_url, json={"resourceType": "Bundle", "type": "batch", "entry": []}, timeout=5)
+        requests.post(sandbox.revoke_url, params={"token": "ya29.secret"}, timeout=5)
+        after = sandbox.request_counts()
+    grew = {name: n - before.get(name, 0) for name, n in after.items() if n != before.get(name, 0)}
+    # the tally's own reading (GET /_sandbox) is counted after it answers, so the first shows here
+    assert grew == {"GET /fhir": 2, "POST /fhir": 1, "POST /revoke": 1, "GET /_sandbox": 1}
+    assert not any("secret" in name for name in after)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
