@@ -107,7 +107,9 @@ def test_the_request_tally_counts_what_was_answered_by_method_and_area(tmp_path)
         before = sandbox.request_counts()
         requests.get(sandbox.fhir_url + "/metadata", timeout=5)
         requests.get(sandbox.fhir_url + "/Observation/missing", timeout=5)
-        requests.post(sandbox.fhir_url, json={"resourceType": "Bundle", "type": "batch", "entry": []}, timeout=5)
+        requests.post(
+            sandbox.fhir_url, json={"resourceType": "Bundle", "type": "batch", "entry": []}, timeout=5
+        )
         requests.post(sandbox.revoke_url, params={"token": "ya29.secret"}, timeout=5)
         after = sandbox.request_counts()
     grew = {name: n - before.get(name, 0) for name, n in after.items() if n != before.get(name, 0)}
