@@ -77,7 +77,9 @@ class FhirStore:
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        # A committed transaction survives the process being killed (it is in the WAL, in the OS's cache);
+        # only a power loss could lose the last ones, which a local stand-in can afford: no fsync per commit.
+        self._conn.execute("PRAGMA synchronous=OFF")
         self._conn.executescript(_SCHEMA)
         # inside ``transaction``: rows known for this transaction (type, id) -> (version, deleted, json)
         self._rows: dict[tuple[str, str], tuple[int, bool, dict[str, Any] | None] | None] | None = None
@@ -130,9 +132,10 @@ class FhirStore:
         self._conn.executemany(
             "INSERT INTO history (type, id, version, last_updated, deleted, json) VALUES (?,?,?,?,0,?)", rows
         )
-        owners = [(t, i) for t, i, *_ in pending]
-        self._conn.executemany("DELETE FROM tokens WHERE type = ? AND id = ?", owners)
-        self._conn.executemany("DELETE FROM dates WHERE type = ? AND id = ?", owners)
+        owners = [(t, i) for t, i, v, *_ in pending if v > 1]  # a first version has no index rows yet
+        if owners:
+            self._conn.executemany("DELETE FROM tokens WHERE type = ? AND id = ?", owners)
+            self._conn.executemany("DELETE FROM dates WHERE type = ? AND id = ?", owners)
         tokens: list[tuple[Any, ...]] = []
         dates: list[tuple[Any, ...]] = []
         for rtype, rid, _, _, _, stored in pending:

@@ -1,17 +1,20 @@
 """A run's (day, user) keys through the steps: users side by side, each user's days in one window fetch.
 
-The keys are grouped by user. Each user runs in a worker thread of a bounded pool
+The keys are grouped by user. Each user's fetch runs in a worker thread of a bounded pool
 (``FITONFHIR_IMPORT_WORKERS``): one Google client for all of the user's days (one token refresh, one
-data-source list, each stream read once per contiguous range of days), then, as each day is archived,
-that day's device messages and FHIR write. Every user keeps their own rate limiter at the per-user limit
-(``FITONFHIR_MAX_REQUESTS_PER_MINUTE``) and all users share one project limiter
-(``FITONFHIR_PROJECT_MAX_REQUESTS_PER_MINUTE``). Outcomes are handed to the caller's thread as soon as each
-user-day is done; a failure stays with its user-day (a failed fetch fails that user's days not yet
+data-source list, each stream read once per contiguous range of days). As each day is archived, that day's
+device messages and FHIR write go to a second pool of the same size, shared by all users, so a user's days
+are written side by side and the fetch goes on meanwhile (a run of one user, or the last users of a run, no
+longer leaves the other workers idle while the FHIR server answers). Every user keeps their own rate
+limiter at the per-user limit (``FITONFHIR_MAX_REQUESTS_PER_MINUTE``) and all users share one project
+limiter (``FITONFHIR_PROJECT_MAX_REQUESTS_PER_MINUTE``). Outcomes are handed to the caller's thread as soon
+as each user-day is done; a failure stays with its user-day (a failed fetch fails that user's days not yet
 fetched), never with other users.
 
 A user is imported by one run at a time: the worker holds the user's import lease (``pipeline.leases``,
-owner: the Dagster run id) from before the window fetch until the user's last day, and waits a bounded time
-for another run's lease; a user whose lease stays taken fails with a retryable ``UserBusy``.
+owner: the Dagster run id) from before the window fetch until the user's last day is written, renews it
+before each day's write, and waits a bounded time for another run's lease; a user whose lease stays taken
+fails with a retryable ``UserBusy``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +97,8 @@ def iter_user_days(
             days.append(day)
     if not by_user:
         return
-    size = max(1, min(workers or stores.settings.import_workers, len(by_user)))
+    pool_size = max(1, workers or stores.settings.import_workers)
+    size = min(pool_size, len(by_user))
     shared = limiter if limiter is not None else project_limiter(stores, size)
     leases = ImportLeases(
         stores.users,
@@ -102,8 +106,16 @@ def iter_user_days(
         ttl_seconds=stores.settings.user_lease_ttl_seconds,
         wait_seconds=stores.settings.user_lease_wait_seconds,
     )
+    day_pool = ThreadPoolExecutor(pool_size, thread_name_prefix="fitonfhir-day")
     job = _UserJob(
-        stores, tuple(s for s in STEPS if s in steps), fhir, templates, templates_digest, publisher, leases
+        stores,
+        tuple(s for s in STEPS if s in steps),
+        fhir,
+        templates,
+        templates_digest,
+        publisher,
+        leases,
+        day_pool,
     )
     done: queue.SimpleQueue[UserDayOutcome | None] = queue.SimpleQueue()
     stop = threading.Event()
@@ -114,7 +126,11 @@ def iter_user_days(
         finally:
             done.put(None)  # this user is finished
 
-    with leases.heartbeat(), ThreadPoolExecutor(size, thread_name_prefix="fitonfhir-user") as pool:
+    with (
+        leases.heartbeat(),
+        day_pool,
+        ThreadPoolExecutor(size, thread_name_prefix="fitonfhir-user") as pool,
+    ):
         for user_key, days in by_user.items():
             pool.submit(work, user_key, days)
         running = len(by_user)
@@ -164,6 +180,7 @@ class _UserJob:
     templates_digest: str | None
     publisher: Publisher | None
     leases: ImportLeases
+    day_pool: ThreadPoolExecutor  # each fetched day's later steps, for all users
     devices: DevicesWritten = field(default_factory=DevicesWritten)
 
     def run_user(
@@ -196,7 +213,7 @@ class _UserJob:
             self.leases.release(user_key)
 
     def _still_ours(self, user_key: str, day: str) -> None:
-        """Renew the lease after a user-day; raise :class:`LeaseLost` when another run has taken it."""
+        """Renew the lease before a user-day's write; raise :class:`LeaseLost` when another run has taken it."""
         if not self.leases.renew(user_key):
             holder = "(unknown)"
             with contextlib.suppress(Exception):  # only for the message
@@ -216,30 +233,49 @@ class _UserJob:
         emit: Callable[[UserDayOutcome], None],
         stop: threading.Event,
     ) -> None:
-        if FIT_DATASETS not in self.steps:
-            for i, day in enumerate(days):
-                if stop.is_set():
-                    return
-                emit(self._after_fetch(UserDayOutcome(day, user_key)))
-                if i + 1 == len(days):
-                    return
-                try:
-                    self._still_ours(user_key, day)
-                except LeaseLost as err:
-                    _fail_days(emit, user_key, days[i + 1 :], err.for_day)
-                    return
-            return
+        """Fetch the user's window and hand each archived day to the day pool; return when all are done."""
+        lost = threading.Event()  # set by a day task that found the lease taken: fetch no more
+        submitted: list[Future[None]] = []
+
+        def hand_over(outcome: UserDayOutcome) -> None:
+            submitted.append(self.day_pool.submit(self._day_task, outcome, emit, stop, lost))
+
+        try:
+            if FIT_DATASETS not in self.steps:
+                for day in days:
+                    hand_over(UserDayOutcome(day, user_key))
+                return
+            self._fetch_days(user_key, days, project, emit, stop, lost, hand_over)
+        finally:
+            wait(submitted)
+
+    def _fetch_days(
+        self,
+        user_key: str,
+        days: list[str],
+        project: Limiter,
+        emit: Callable[[UserDayOutcome], None],
+        stop: threading.Event,
+        lost: threading.Event,
+        hand_over: Callable[[UserDayOutcome], None],
+    ) -> None:
         pending = set(days)
         own = RequestLimiter(self.stores.settings.max_requests_per_minute)
         fetched = iter_user_window(self.stores, user_key, days, limiter=ChainedLimiter(own, project))
         try:
             for day, summary in fetched:
                 pending.discard(day)
-                emit(self._after_fetch(UserDayOutcome(day, user_key, {FIT_DATASETS: summary})))
+                hand_over(UserDayOutcome(day, user_key, {FIT_DATASETS: summary}))
                 if stop.is_set():
                     return
-                if pending:
-                    self._still_ours(user_key, day)  # LeaseLost fails the days not fetched yet
+                # A run of the fetch alone renews here; otherwise each day's task renews before it writes,
+                # and one that found the lease taken stops the fetch (the message names the new holder).
+                if pending and (self.steps == (FIT_DATASETS,) or lost.is_set()):
+                    try:
+                        self._still_ours(user_key, day)
+                    except LeaseLost as err:
+                        _fail_days(emit, user_key, sorted(pending), err.for_day)
+                        return
         except UserDayError as err:
             _fail_days(emit, user_key, sorted(pending), err.for_day)
         except Exception as exc:  # an SDK or storage failure of one user must not lose the others
@@ -249,6 +285,38 @@ class _UserJob:
             )
         finally:
             fetched.close()
+
+    def _day_task(
+        self,
+        outcome: UserDayOutcome,
+        emit: Callable[[UserDayOutcome], None],
+        stop: threading.Event,
+        lost: threading.Event,
+    ) -> None:
+        """One fetched user-day through the later steps, unless the run stopped before they started (then only
+        the fetch is reported and the retry does the rest) or the user's lease was taken over."""
+        if self.steps == (FIT_DATASETS,):
+            emit(outcome)
+            return
+        if stop.is_set():
+            if outcome.summaries:
+                emit(outcome)
+            return
+        try:
+            self._still_ours(outcome.user_key, outcome.day)
+        except LeaseLost as err:
+            lost.set()
+            outcome.error = err.for_day(outcome.day)
+            emit(outcome)
+            return
+        except Exception as exc:  # the users table failed: this user-day only, and retryable
+            outcome.error = TransientUserDayError(
+                outcome.user_key, outcome.day, f"import lease: {type(exc).__name__}: {exc}"
+            )
+            outcome.cause = exc
+            emit(outcome)
+            return
+        emit(self._after_fetch(outcome))
 
     def _after_fetch(self, outcome: UserDayOutcome) -> UserDayOutcome:
         day, user_key = outcome.day, outcome.user_key

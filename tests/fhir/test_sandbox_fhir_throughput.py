@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from fitonfhir_sandbox import fhir_validation
 from fitonfhir_sandbox.fhir_server import create_fhir_app
 
 from .test_sandbox_fhir_server import issues, obs
@@ -49,6 +50,43 @@ def test_a_resource_shaped_like_a_valid_one_is_still_validated(http, bad):
         return
     assert response.status_code == 400, response.text
     assert "Observation" in issues(response)
+
+
+_CORPUS = [
+    "",
+    "0",
+    "00",
+    "007",
+    "-0",
+    "+12",
+    "-12",
+    "12a",
+    "a12",
+    "0\n",
+    "12\n",
+    "1\n2",
+    " 1",
+    "1 ",
+    "x 0",
+    "\u00a0",
+    "2026-12-01T05:30:24.0810000Z",
+    "feb4517fa17f8df3cd39a8fcf9e6889f22ce9ab866dbd9361fe54fbb49a46462",
+    "bench-0.fbdd83fa.derived:com.google.blood_glucose:com.google.android.gms:merged.20261201053024Z",
+    "urn:uuid:0b6a2b8e-7b0c-4c4b-9a9e-3f1e2d9c8b7a",
+    "https://loinc.org|15074-8",
+    *(chr(c) for c in range(0, 0x3000, 7)),
+    *(f"{a}{b}" for a in "0 9-+a\n" for b in "0 9-+a\n"),
+]
+
+
+def test_the_faster_pattern_forms_answer_as_the_patterns_do():
+    # what the validation skeleton asks of every unique string: fullmatch and search, for each pattern
+    for pattern, fullmatch in zip(fhir_validation._PATTERNS, fhir_validation._FULLMATCHES, strict=True):
+        for value in _CORPUS:
+            assert bool(fullmatch(value)) == bool(pattern.fullmatch(value)), (pattern.pattern, value)
+    for pattern, search in zip(fhir_validation._SEARCHED, fhir_validation._SEARCHES, strict=True):
+        for value in _CORPUS:
+            assert bool(search(value)) == bool(pattern.search(value)), (pattern.pattern, value)
 
 
 def test_a_transaction_of_many_puts_then_reads_sees_its_own_writes(http):

@@ -275,3 +275,38 @@ def test_a_rerun_that_changed_nothing_sends_no_fhir_request(stores, sandbox, req
     assert sent and all(method == "POST" for method, _ in sent if method != "GET")
     assert sum(s.created + s.updated for s in verified.values()) == 0
     assert sum(s.unchanged for s in verified.values()) == sum(s.observations for s in first.values())
+
+
+class _InFlight(FhirClient):
+    """The real client, counting how many of its transactions are in flight at once."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url)
+        self.now = self.most = 0
+        self._guard = threading.Lock()
+
+    def transaction(self, *args, **kwargs):
+        with self._guard:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return super().transaction(*args, **kwargs)
+        finally:
+            with self._guard:
+                self.now -= 1
+
+
+def test_the_days_of_a_single_user_run_are_written_side_by_side(stores, sandbox):
+    """A backfill of one user no longer writes one day after another while the other workers idle."""
+    user = _onboard(stores, sandbox, "alone@example.com")
+    sandbox.add_fault(path="^/fhir/?$", method="POST", delay=0.3, count=None)  # a FHIR server far away
+    fhir = _InFlight(sandbox.fhir_url)
+    templates = generate_templates(sample_data_sources(), style="standard")
+    keys = [(day, user.key) for day in DAYS]
+    outcomes = run_all(stores, keys, STEPS, fhir=fhir, templates=templates, workers=3)
+    assert [str(o.error) for o in outcomes if not o.ok] == []
+    assert sorted(o.day for o in outcomes) == DAYS
+    assert 1 < fhir.most <= 3 * 4  # several days at once, bounded: workers x chunks in flight per day
+    for o in outcomes:
+        written = o.summaries["fhir_observations"]
+        assert written.observations == o.summaries["fit_datasets"].points == written.created

@@ -225,7 +225,12 @@ def test_a_sigterm_stops_the_run_after_its_current_user_day_and_the_retry_import
     import requests
 
     config = StackConfig(
-        users=1, days=6, webserver=False, monitoring_poll_seconds=2, free_slots_after_run_end_seconds=1
+        users=1,
+        days=6,
+        webserver=False,
+        monitoring_poll_seconds=2,
+        free_slots_after_run_end_seconds=1,
+        env={"FITONFHIR_IMPORT_WORKERS": "1"},  # one user-day in hand at a time
     )
     with running_stack(config) as stack:
         stack.start_services()
@@ -263,7 +268,7 @@ def test_a_sigterm_stops_the_run_after_its_current_user_day_and_the_retry_import
         interrupted = instance.get_run_by_id(run_id)
         assert interrupted is not None and interrupted.status == dg.DagsterRunStatus.FAILURE
         assert interrupted.tags.get("dagster/will_retry") == "true", interrupted.tags
-        # one user in the run, so one user-day was in hand: at most that one finished after the signal
+        # one worker, so one user-day was in hand: at most that one finished after the signal
         stopped_after = materialized_in(run_id)
         assert stopped_after <= done_at_sigterm + 1, (stopped_after, done_at_sigterm)
         runs = stack.wait_for_runs(2, 240)
