@@ -148,7 +148,7 @@ class Settings:
     state_secret: str = field(default="", repr=False)  # HMAC key for OAuth state; "" = key file in home
     postgres_url: str = field(default="", repr=False)  # users table on PostgreSQL (holds a password)
     # throughput of a run (pipeline/runner.py)
-    import_workers: int = 4  # users imported side by side in one run
+    import_workers: int = 4  # users fetched side by side in one run, and as many user-days written
     project_max_requests_per_minute: int = 3000  # Fit API ceiling shared by those users; <= 0 unlimited
     fhir_verify: bool = False  # True: re-read FHIR even when a user-day's messages did not change
     # one run per user at a time (issue 9): the users table's import lease
