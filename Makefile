@@ -65,6 +65,7 @@ bench: setup
 	$(BIN)/python bench/device_messages.py
 	$(BIN)/python bench/conversion.py
 	$(BIN)/python bench/backfill.py
+	$(BIN)/python bench/backfill.py --sandbox process
 	$(BIN)/python bench/heavy_user.py
 
 # Re-pin after changing dependencies in pyproject.toml (keeps every pin that still fits; --upgrade for new ones).

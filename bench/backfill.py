@@ -147,7 +147,10 @@ def run(args: argparse.Namespace, sandbox: Any) -> dict[str, Any]:
         )
         vault.put(user.key, tokens["refresh_token"])
         keys.append(user.key)
-    print(f"onboarded {args.users} users ({args.heavy} heavy) in {time.perf_counter() - started:.1f} s")
+    print(
+        f"onboarded {args.users} users ({args.heavy} heavy) in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
 
     today = datetime.now(UTC).date()
     first_day, last_day = today - timedelta(days=args.days), today - timedelta(days=1)
@@ -214,34 +217,29 @@ def run(args: argparse.Namespace, sandbox: Any) -> dict[str, Any]:
             assert result.success
             return time.perf_counter() - t0, cpu_seconds() - cpu0
 
-        phases: dict[str, Any] = {}
-        phases["import"] = timed_import("import")
-        noop = timed_noop()
-        phases["import"]["noop_seconds"], phases["import"]["noop_cpu_seconds"] = (
-            round(noop[0], 2),
-            round(noop[1], 2),
-        )
+        def report(name: str, phase: dict[str, Any]) -> None:
+            noop_seconds, noop_cpu = timed_noop()
+            phase["noop_seconds"], phase["noop_cpu_seconds"] = round(noop_seconds, 2), round(noop_cpu, 2)
+            phase["ratio_to_noop"] = round(phase["seconds"] / phase["noop_seconds"], 2)
+            print(
+                f"{name:>7}: {args.users} users x {args.days} days = {user_days} user-days in {phase['seconds']} s"
+                f" ({phase['user_days_per_s']} user-days/s, {phase['points']} points, {phase['points_per_s']} points/s,"
+                f" {phase['observations_written']} Observations written; CPU {phase['cpu_seconds']} s,"
+                f" sandbox process CPU {phase['sandbox_process_cpu_seconds']} s);"
+                f" no-op floor {phase['noop_seconds']} s (CPU {phase['noop_cpu_seconds']} s),"
+                f" ratio {phase['ratio_to_noop']}x; Google calls/user-day {phase['google_calls_per_user_day']}"
+                f" (fit {phase['google_fit_calls_per_user_day']}, token {phase['google_token_calls_per_user_day']});"
+                f" FHIR requests/user-day {phase['fhir_requests_per_user_day']}"
+                f" (GET {phase['fhir_get_per_user_day']}, POST/PUT {phase['fhir_post_put_per_user_day']});"
+                f" peak RSS so far {phase['peak_rss_mb']} MB",
+                flush=True,  # a large run prints each phase as it ends
+            )
+
+        phases: dict[str, Any] = {"import": timed_import("import")}
+        report("import", phases["import"])
         if not args.no_rerun:
             phases["rerun"] = timed_import("re-run")
-            noop = timed_noop()
-            phases["rerun"]["noop_seconds"], phases["rerun"]["noop_cpu_seconds"] = (
-                round(noop[0], 2),
-                round(noop[1], 2),
-            )
-    for name, phase in phases.items():
-        phase["ratio_to_noop"] = round(phase["seconds"] / phase["noop_seconds"], 2)
-        print(
-            f"{name:>7}: {args.users} users x {args.days} days = {user_days} user-days in {phase['seconds']} s"
-            f" ({phase['user_days_per_s']} user-days/s, {phase['points']} points, {phase['points_per_s']} points/s,"
-            f" {phase['observations_written']} Observations written; CPU {phase['cpu_seconds']} s,"
-            f" sandbox process CPU {phase['sandbox_process_cpu_seconds']} s);"
-            f" no-op floor {phase['noop_seconds']} s (CPU {phase['noop_cpu_seconds']} s),"
-            f" ratio {phase['ratio_to_noop']}x; Google calls/user-day {phase['google_calls_per_user_day']}"
-            f" (fit {phase['google_fit_calls_per_user_day']}, token {phase['google_token_calls_per_user_day']});"
-            f" FHIR requests/user-day {phase['fhir_requests_per_user_day']}"
-            f" (GET {phase['fhir_get_per_user_day']}, POST/PUT {phase['fhir_post_put_per_user_day']});"
-            f" peak RSS so far {phase['peak_rss_mb']} MB"
-        )
+            report("rerun", phases["rerun"])
     return {
         "users": args.users,
         "days": args.days,
