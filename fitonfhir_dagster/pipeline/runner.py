@@ -303,17 +303,10 @@ class _UserJob:
                 emit(outcome)
             return
         try:
-            self._still_ours(outcome.user_key, outcome.day)
+            self._still_ours(outcome.user_key, outcome.day)  # a failing users table is no lost lease
         except LeaseLost as err:
             lost.set()
             outcome.error = err.for_day(outcome.day)
-            emit(outcome)
-            return
-        except Exception as exc:  # the users table failed: this user-day only, and retryable
-            outcome.error = TransientUserDayError(
-                outcome.user_key, outcome.day, f"import lease: {type(exc).__name__}: {exc}"
-            )
-            outcome.cause = exc
             emit(outcome)
             return
         emit(self._after_fetch(outcome))

@@ -187,13 +187,18 @@ class _FlakyLeases(SqliteUsersTable):
     """The real SQLite users table, with the lease calls of one user made to fail: ``broken`` raises
     on every claim, ``stolen`` loses its lease after the claim and one renewal (another run took it over)."""
 
-    def __init__(self, path, broken: str = "", stolen: str = "") -> None:
+    def __init__(self, path, broken: str = "", stolen: str = "", broken_after_claim: str = "") -> None:
         super().__init__(path)
         self.broken, self.stolen, self.claims = broken, stolen, 0
+        self.broken_after_claim, self.claimed = broken_after_claim, False
 
     def claim_import(self, user_key, owner, ttl_seconds):
         if user_key == self.broken:
             raise OSError("users table unreachable")
+        if user_key == self.broken_after_claim:
+            if self.claimed:  # the claim worked; every renewal after it fails
+                raise OSError("users table went away")
+            self.claimed = True
         if user_key == self.stolen:
             self.claims += 1
             if self.claims > 2:
@@ -243,3 +248,22 @@ def test_a_run_whose_lease_was_taken_over_leaves_the_remaining_days_to_the_other
     assert len(done) == 1 and len(lost) == len(DAYS) - 1
     assert isinstance(lost[0].error, LeaseLost) and lost[0].error.retryable
     assert "run run-thief took it over" in str(lost[0].error)
+
+
+def test_a_users_table_failing_the_renewals_does_not_stop_the_user_and_each_day_is_written(
+    tmp_path, sandbox, caplog
+):
+    home = tmp_path / "home"
+    stores = _stores(home, sandbox)
+    user = _onboard(stores, sandbox, "renewal@example.com")
+    flaky = _stores_with(home, sandbox, _FlakyLeases(home / "users.sqlite3", broken_after_claim=user.key))
+    keys = [(day, user.key) for day in DAYS]
+
+    with caplog.at_level(logging.WARNING, logger="fitonfhir_dagster.pipeline.leases"):
+        outcomes = _import(flaky, sandbox, keys, "run-here")
+
+    # the lease stays ours until its TTL while the table is away (the heartbeat keeps trying)
+    assert sorted(o.day for o in outcomes) == DAYS and all(o.ok for o in outcomes)
+    assert _created(outcomes) == len(_observations(sandbox)) > 0
+    renewals = [r for r in caplog.records if "could not renew the import lease" in r.getMessage()]
+    assert len(renewals) >= len(DAYS)  # one before each day's write, each logged

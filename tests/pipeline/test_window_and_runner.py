@@ -310,3 +310,27 @@ def test_the_days_of_a_single_user_run_are_written_side_by_side(stores, sandbox)
     for o in outcomes:
         written = o.summaries["fhir_observations"]
         assert written.observations == o.summaries["fit_datasets"].points == written.created
+
+
+def test_an_interrupt_lets_the_days_in_hand_finish_and_reports_the_queued_days_with_their_fetch_only(
+    stores, sandbox
+):
+    user = _onboard(stores, sandbox, "interrupted@example.com")
+    sandbox.add_fault(path="^/fhir/?$", method="POST", delay=0.5, count=None)  # writes slower than fetches
+    templates = generate_templates(sample_data_sources(), style="standard")
+    keys = [(day, user.key) for day in DAYS]
+    outcomes = iter_user_days(
+        stores, keys, STEPS, fhir=FhirClient(sandbox.fhir_url), templates=templates, workers=1
+    )
+    first = next(outcomes)  # one user-day written; the others are fetched and queued or in hand
+    assert first.ok and "fhir_observations" in first.summaries
+    after: list = []
+    with pytest.raises(KeyboardInterrupt):  # what the framework raises on SIGINT while the step waits
+        outcome = outcomes.throw(KeyboardInterrupt())
+        while True:
+            after.append(outcome)
+            outcome = next(outcomes)
+    assert sorted(o.day for o in [first, *after]) == DAYS  # every day is reported, none twice
+    written = [o for o in after if "fhir_observations" in o.summaries]
+    assert len(written) <= 1  # one worker: at most the user-day in hand was written after the interrupt
+    assert all(o.ok and set(o.summaries) == {"fit_datasets"} for o in after if o not in written)
