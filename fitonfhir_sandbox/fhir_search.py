@@ -193,7 +193,7 @@ def _token_clause(param: str, raw: str) -> tuple[str, list[Any]]:
             ors.append("(t.value = ?)")
             args.append(parts[0])
     clause = (
-        "EXISTS (SELECT 1 FROM tokens t WHERE t.type = r.type AND t.id = r.id AND t.param = ? AND ("  # noqa: S608
+        "r.n IN (SELECT t.owner FROM tokens t WHERE t.param = ? AND ("  # noqa: S608
         + " OR ".join(ors)
         + "))"
     )
@@ -213,7 +213,7 @@ def _reference_clause(param: str, raw: str) -> tuple[str, list[Any]]:
         else:
             raise FhirProblem(400, f"Empty reference in search parameter {param!r}")
     clause = (
-        "EXISTS (SELECT 1 FROM tokens t WHERE t.type = r.type AND t.id = r.id AND t.param = ? AND ("  # noqa: S608
+        "r.n IN (SELECT t.owner FROM tokens t WHERE t.param = ? AND ("  # noqa: S608
         + " OR ".join(ors)
         + "))"
     )
@@ -246,7 +246,7 @@ def _date_clause(param: str, raw: str) -> tuple[str, list[Any]]:
         ) from None
     sql, which = _DATE_COMPARISONS[prefix]
     values = {"s": start, "e": end}
-    clause = f"EXISTS (SELECT 1 FROM dates d WHERE d.type = r.type AND d.id = r.id AND d.param = ? AND {sql})"  # noqa: S608
+    clause = f"r.n IN (SELECT d.owner FROM dates d WHERE d.param = ? AND {sql})"  # noqa: S608
     return clause, [param, *(values[w] for w in which)]
 
 
@@ -305,6 +305,10 @@ def build_query(params: list[tuple[str, str]]) -> SearchQuery:
                 expression=[name],
             )
         kept.append((name, raw))
+    if any(clause.startswith("r.n IN (SELECT") for clause in where):
+        # Found through the index's subqueries: read the matches by row number. Without the ``+``, SQLite
+        # would walk every resource of the type to test each against the subqueries' list.
+        where[0] = "+r.type = ?"
     return SearchQuery(where, args, order, count, offset, total, summary_count, kept)
 
 

@@ -1,5 +1,12 @@
 """SQLite persistence of the sandbox FHIR server: versioned resources, history and a search index.
 
+Laid out so that a write touches few pages, since an import writes each Observation once and the cost
+of a commit is the pages it dirties: the current version lives only in ``resources`` (``history`` keeps
+superseded versions), and the index rows point at their resource by its row number ``n``, which grows
+with every new resource, so the index on it is written at its end rather than at a random page. Only
+the ``(type, id)`` key and unique token values land at random pages. A database of the earlier layout
+(index rows keyed by ``(type, id)``, every version in ``history``) is converted in place when opened.
+
 One connection guarded by a lock (the sandbox is a loopback test double, not a database server); every
 write and every Bundle runs in one SQLite transaction, so a transaction Bundle is all-or-nothing.
 A PUT whose content equals the stored version is a no-op: no new version, same ETag (re-runs are
@@ -15,7 +22,7 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,22 +36,47 @@ from fitonfhir_dagster.fhir.bundles import content_of
 from fitonfhir_sandbox.fhir_search import SearchQuery, build_query, index_rows
 from fitonfhir_sandbox.fhir_validation import FhirProblem, check_id, check_type, validate_resource
 
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
-    type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, last_updated TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0, json BLOB, PRIMARY KEY (type, id));
+    n INTEGER PRIMARY KEY, type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+    last_updated TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0, json BLOB, UNIQUE (type, id));
 CREATE INDEX IF NOT EXISTS resources_updated ON resources (type, last_updated);
 CREATE TABLE IF NOT EXISTS history (
     type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, last_updated TEXT NOT NULL,
     deleted INTEGER NOT NULL DEFAULT 0, json BLOB, PRIMARY KEY (type, id, version));
-CREATE TABLE IF NOT EXISTS tokens (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    system TEXT, value TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS tokens_lookup ON tokens (type, param, value);
-CREATE INDEX IF NOT EXISTS tokens_owner ON tokens (type, id);
-CREATE TABLE IF NOT EXISTS dates (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    start REAL NOT NULL, end_ REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS dates_lookup ON dates (type, param, start);
-CREATE INDEX IF NOT EXISTS dates_owner ON dates (type, id);
+CREATE TABLE IF NOT EXISTS tokens (owner INTEGER NOT NULL, param TEXT NOT NULL, system TEXT, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS tokens_lookup ON tokens (param, value);
+CREATE INDEX IF NOT EXISTS tokens_owner ON tokens (owner);
+CREATE TABLE IF NOT EXISTS dates (owner INTEGER NOT NULL, param TEXT NOT NULL, start REAL NOT NULL, end_ REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS dates_lookup ON dates (param, start);
+CREATE INDEX IF NOT EXISTS dates_owner ON dates (owner, param, start);
+"""
+
+# The first layout (no user_version): the same data, index rows keyed by (type, id), every version in history.
+# Converting it: set its tables aside, create this layout, copy, drop what was set aside.
+_SET_FIRST_LAYOUT_ASIDE = """
+ALTER TABLE resources RENAME TO resources_v1;
+ALTER TABLE tokens RENAME TO tokens_v1;
+ALTER TABLE dates RENAME TO dates_v1;
+DROP INDEX IF EXISTS resources_updated;
+DROP INDEX IF EXISTS tokens_lookup;
+DROP INDEX IF EXISTS tokens_owner;
+DROP INDEX IF EXISTS dates_lookup;
+DROP INDEX IF EXISTS dates_owner;
+"""
+_COPY_FIRST_LAYOUT = """
+INSERT INTO resources (type, id, version, last_updated, deleted, json)
+    SELECT type, id, version, last_updated, deleted, json FROM resources_v1 ORDER BY rowid;
+DELETE FROM history WHERE EXISTS (SELECT 1 FROM resources r
+    WHERE r.type = history.type AND r.id = history.id AND r.version = history.version);
+INSERT INTO tokens (owner, param, system, value)
+    SELECT r.n, t.param, t.system, t.value FROM tokens_v1 t JOIN resources r ON r.type = t.type AND r.id = t.id;
+INSERT INTO dates (owner, param, start, end_)
+    SELECT r.n, d.param, d.start, d.end_ FROM dates_v1 d JOIN resources r ON r.type = d.type AND r.id = d.id;
+DROP TABLE resources_v1;
+DROP TABLE tokens_v1;
+DROP TABLE dates_v1;
 """
 
 _ETAG = re.compile(r'^\s*(?:W/)?"?([^"]*)"?\s*$')
@@ -58,6 +90,32 @@ def now_instant() -> str:
 def parse_if_match(value: str) -> str:
     match = _ETAG.match(value)
     return match.group(1) if match else value
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A resource's current row: its row number, version, whether it is a deletion, its JSON."""
+
+    n: int
+    version: int
+    deleted: bool
+    resource: dict[str, Any] | None
+
+    @property
+    def live(self) -> bool:
+        return not self.deleted and self.resource is not None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A version to write at the next flush; ``new`` when the resource has no row yet."""
+
+    row: _Row
+    rtype: str
+    rid: str
+    stamp: str
+    blob: bytes
+    new: bool
 
 
 @dataclass(frozen=True)
@@ -80,10 +138,26 @@ class FhirStore:
         # A committed transaction survives the process being killed (it is in the WAL, in the OS's cache);
         # only a power loss could lose the last ones, which a local stand-in can afford: no fsync per commit.
         self._conn.execute("PRAGMA synchronous=OFF")
-        self._conn.executescript(_SCHEMA)
-        # inside ``transaction``: rows known for this transaction (type, id) -> (version, deleted, json)
-        self._rows: dict[tuple[str, str], tuple[int, bool, dict[str, Any] | None] | None] | None = None
-        self._pending: list[tuple[str, str, int, str, bytes, dict[str, Any]]] = []
+        self._open_schema(db_path)
+        # inside ``transaction``: rows known for this transaction, (type, id) -> its row or None
+        self._rows: dict[tuple[str, str], _Row | None] | None = None
+        self._pending: list[_Pending] = []
+        self._next_n: int | None = None  # the row number of the next new resource (inside ``transaction``)
+
+    def _open_schema(self, db_path: Path) -> None:
+        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"The sandbox FHIR database {db_path} has layout {version}, newer than this version's "
+                f"{SCHEMA_VERSION}; use the version that wrote it, or another sandbox home"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        first_layout = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tokens'"
+        ).fetchone()
+        script = _SET_FIRST_LAYOUT_ASIDE + _SCHEMA + _COPY_FIRST_LAYOUT if first_layout else _SCHEMA
+        self._conn.executescript(f"BEGIN IMMEDIATE;{script}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
 
     def close(self) -> None:
         with self._lock:
@@ -94,16 +168,16 @@ class FhirStore:
         """One SQLite transaction; any exception rolls every write in it back."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
-            self._rows, self._pending = {}, []
+            self._rows, self._pending, self._next_n = {}, [], None
             try:
                 yield
                 self._flush()
             except BaseException:
                 self._pending = []
-                self._rows = None
+                self._rows = self._next_n = None
                 self._conn.execute("ROLLBACK")
                 raise
-            self._rows = None
+            self._rows = self._next_n = None
             self._conn.execute("COMMIT")
 
     def prefetch(self, rtype: str, ids: list[str]) -> None:
@@ -115,41 +189,59 @@ class FhirStore:
             part = wanted[start : start + 500]
             for i in part:
                 self._rows[(rtype, i)] = None
-            sql = f"SELECT id, version, deleted, json FROM resources WHERE type = ? AND id IN ({','.join('?' * len(part))})"  # noqa: S608
-            for rid, version, deleted, blob in self._conn.execute(sql, [rtype, *part]):
-                self._rows[(rtype, rid)] = (int(version), bool(deleted), orjson.loads(blob) if blob else None)
+            sql = f"SELECT id, n, version, deleted, json FROM resources WHERE type = ? AND id IN ({','.join('?' * len(part))})"  # noqa: S608
+            for rid, n, version, deleted, blob in self._conn.execute(sql, [rtype, *part]):
+                self._rows[(rtype, rid)] = _Row(
+                    n, version, bool(deleted), orjson.loads(blob) if blob else None
+                )
 
     def _flush(self) -> None:
-        """Write the buffered rows: resources, history and search index, each with one executemany."""
+        """Write the buffered versions: new resources with one executemany per table, then the updates in
+        the order they were made (a superseded version moves to ``history``, its index rows go)."""
         pending, self._pending = self._pending, []
         if not pending:
             return
-        rows = [(t, i, v, stamp, blob) for t, i, v, stamp, blob, _ in pending]
-        self._conn.executemany(
-            "INSERT OR REPLACE INTO resources (type, id, version, last_updated, deleted, json) VALUES (?,?,?,?,0,?)",
-            rows,
+        new = [p for p in pending if p.new]
+        if new:
+            self._conn.executemany(
+                "INSERT INTO resources (n, type, id, version, last_updated, deleted, json) VALUES (?,?,?,?,?,0,?)",
+                [(p.row.n, p.rtype, p.rid, p.row.version, p.stamp, p.blob) for p in new],
+            )
+            self._index(new)
+        for p in pending:
+            if p.new:
+                continue
+            self._supersede(p.row.n)
+            self._conn.execute(
+                "UPDATE resources SET version = ?, last_updated = ?, deleted = 0, json = ? WHERE n = ?",
+                (p.row.version, p.stamp, p.blob, p.row.n),
+            )
+            self._index([p])
+
+    def _supersede(self, n: int) -> None:
+        """Move the current version of resource ``n`` to ``history`` and drop its index rows."""
+        self._conn.execute(
+            "INSERT INTO history (type, id, version, last_updated, deleted, json)"
+            " SELECT type, id, version, last_updated, deleted, json FROM resources WHERE n = ?",
+            (n,),
         )
-        self._conn.executemany(
-            "INSERT INTO history (type, id, version, last_updated, deleted, json) VALUES (?,?,?,?,0,?)", rows
-        )
-        owners = [(t, i) for t, i, v, *_ in pending if v > 1]  # a first version has no index rows yet
-        if owners:
-            self._conn.executemany("DELETE FROM tokens WHERE type = ? AND id = ?", owners)
-            self._conn.executemany("DELETE FROM dates WHERE type = ? AND id = ?", owners)
+        self._conn.execute("DELETE FROM tokens WHERE owner = ?", (n,))
+        self._conn.execute("DELETE FROM dates WHERE owner = ?", (n,))
+
+    def _index(self, written: list[_Pending]) -> None:
         tokens: list[tuple[Any, ...]] = []
         dates: list[tuple[Any, ...]] = []
-        for rtype, rid, _, _, _, stored in pending:
-            index = index_rows(stored)
-            tokens.extend((rtype, rid, p, sy, v) for p, sy, v in index.tokens)
-            dates.extend((rtype, rid, p, st, e) for p, st, e in index.dates)
+        for p in written:
+            assert p.row.resource is not None
+            index = index_rows(p.row.resource)
+            tokens.extend((p.row.n, param, system, value) for param, system, value in index.tokens)
+            dates.extend((p.row.n, param, start, end) for param, start, end in index.dates)
         if tokens:
             self._conn.executemany(
-                "INSERT INTO tokens (type, id, param, system, value) VALUES (?,?,?,?,?)", tokens
+                "INSERT INTO tokens (owner, param, system, value) VALUES (?,?,?,?)", tokens
             )
         if dates:
-            self._conn.executemany(
-                "INSERT INTO dates (type, id, param, start, end_) VALUES (?,?,?,?,?)", dates
-            )
+            self._conn.executemany("INSERT INTO dates (owner, param, start, end_) VALUES (?,?,?,?)", dates)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -170,15 +262,15 @@ class FhirStore:
 
     # ------------------------------------------------------------------ reads
 
-    def _row(self, rtype: str, rid: str) -> tuple[int, bool, dict[str, Any] | None] | None:
+    def _row(self, rtype: str, rid: str) -> _Row | None:
         if self._rows is not None and (rtype, rid) in self._rows:
             return self._rows[(rtype, rid)]
         row = self._conn.execute(
-            "SELECT version, deleted, json FROM resources WHERE type = ? AND id = ?", (rtype, rid)
+            "SELECT n, version, deleted, json FROM resources WHERE type = ? AND id = ?", (rtype, rid)
         ).fetchone()
         if row is None:
             return None
-        return int(row[0]), bool(row[1]), (orjson.loads(row[2]) if row[2] else None)
+        return _Row(row[0], row[1], bool(row[2]), orjson.loads(row[3]) if row[3] else None)
 
     def read(self, rtype: str, rid: str) -> dict[str, Any]:
         check_type(rtype)
@@ -187,9 +279,9 @@ class FhirStore:
             row = self._row(rtype, rid)
         if row is None:
             raise FhirProblem(404, f"{rtype}/{rid} not found", code="not-found")
-        if row[1] or row[2] is None:
+        if row.resource is None or not row.live:
             raise FhirProblem(410, f"{rtype}/{rid} was deleted", code="deleted")
-        return row[2]
+        return row.resource
 
     def read_entries(self, rtype: str, ids: list[str]) -> list[dict[str, Any]]:
         """batch-response entries for ``GET rtype/id`` of each id, read with one query per 500 ids."""
@@ -219,9 +311,11 @@ class FhirStore:
         check_type(rtype)
         check_id(rid)
         with self._lock:
+            key = (rtype, rid, int(vid) if vid.isdigit() else -1)
             row = self._conn.execute(
-                "SELECT deleted, json FROM history WHERE type = ? AND id = ? AND version = ?",
-                (rtype, rid, int(vid) if vid.isdigit() else -1),
+                "SELECT deleted, json FROM resources WHERE type = ? AND id = ? AND version = ?"
+                " UNION ALL SELECT deleted, json FROM history WHERE type = ? AND id = ? AND version = ?",
+                key + key,
             ).fetchone()
         if row is None:
             raise FhirProblem(404, f"{rtype}/{rid}/_history/{vid} not found", code="not-found")
@@ -235,12 +329,14 @@ class FhirStore:
         check_id(rid)
         with self._lock:
             rows = self._conn.execute(
-                "SELECT json FROM history WHERE type = ? AND id = ? AND deleted = 0 ORDER BY version DESC",
-                (rtype, rid),
+                "SELECT version, json FROM resources WHERE type = ? AND id = ? AND deleted = 0"
+                " UNION ALL SELECT version, json FROM history WHERE type = ? AND id = ? AND deleted = 0"
+                " ORDER BY version DESC",
+                (rtype, rid, rtype, rid),
             ).fetchall()
         if not rows:
             raise FhirProblem(404, f"{rtype}/{rid} not found", code="not-found")
-        return [orjson.loads(r[0]) for r in rows]
+        return [orjson.loads(r[1]) for r in rows]
 
     def search(
         self, rtype: str, params: list[tuple[str, str]]
@@ -262,8 +358,7 @@ class FhirStore:
         if query.summary_count or query.count == 0:
             return [], total, query
         date_col = (
-            ", (SELECT MIN(d.start) FROM dates d WHERE d.type = r.type AND d.id = r.id AND d.param = 'date')"
-            " AS date_start"
+            ", (SELECT MIN(d.start) FROM dates d WHERE d.owner = r.n AND d.param = 'date') AS date_start"
             if "date_start" in query.order
             else ""
         )
@@ -285,36 +380,27 @@ class FhirStore:
     # ------------------------------------------------------------------ writes (call inside transaction)
 
     def _store(self, rtype: str, rid: str, resource: dict[str, Any], version: int) -> dict[str, Any]:
+        if self._rows is None:  # outside a transaction (not used by the HTTP app): write through
+            with self.transaction():
+                return self._store(rtype, rid, resource, version)
         stamp = now_instant()
         meta = dict(resource.get("meta") or {})
         meta["versionId"] = str(version)
         meta["lastUpdated"] = stamp
         stored = {**resource, "id": rid, "meta": meta}
-        blob = orjson.dumps(stored)
-        if self._rows is None:  # outside a transaction (not used by the HTTP app): write through
-            with self.transaction():
-                self._pending.append((rtype, rid, version, stamp, blob, stored))
-            return stored
-        self._pending.append((rtype, rid, version, stamp, blob, stored))
-        self._rows[(rtype, rid)] = (version, False, stored)
+        current = self._row(rtype, rid)
+        if current is None:
+            if self._next_n is None:
+                self._next_n = int(
+                    self._conn.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM resources").fetchone()[0]
+                )
+            n, self._next_n = self._next_n, self._next_n + 1
+        else:
+            n = current.n
+        row = _Row(n, version, False, stored)
+        self._pending.append(_Pending(row, rtype, rid, stamp, orjson.dumps(stored), new=current is None))
+        self._rows[(rtype, rid)] = row
         return stored
-
-    def _reindex(self, rtype: str, rid: str, resource: Mapping[str, Any] | None) -> None:
-        self._conn.execute("DELETE FROM tokens WHERE type = ? AND id = ?", (rtype, rid))
-        self._conn.execute("DELETE FROM dates WHERE type = ? AND id = ?", (rtype, rid))
-        if resource is None:
-            return
-        rows = index_rows(resource)
-        if rows.tokens:
-            self._conn.executemany(
-                "INSERT INTO tokens (type, id, param, system, value) VALUES (?,?,?,?,?)",
-                [(rtype, rid, p, s, v) for p, s, v in rows.tokens],
-            )
-        if rows.dates:
-            self._conn.executemany(
-                "INSERT INTO dates (type, id, param, start, end_) VALUES (?,?,?,?,?)",
-                [(rtype, rid, p, s, e) for p, s, e in rows.dates],
-            )
 
     def create_in_tx(
         self, rtype: str, body: Any, if_none_exist: str | None = None, new_id: str | None = None
@@ -344,11 +430,11 @@ class FhirStore:
                 expression=[f"{rtype}.id"],
             )
         row = self._row(rtype, rid)
-        live = row is not None and not row[1] and row[2] is not None
+        live = row is not None and row.live
         if if_match is not None:
             expected = parse_if_match(if_match)
-            if not live or str(row[0]) != expected:  # type: ignore[index]
-                current = f'W/"{row[0]}"' if live else "no current version"  # type: ignore[index]
+            if row is None or not live or str(row.version) != expected:
+                current = f'W/"{row.version}"' if row is not None and live else "no current version"
                 raise FhirProblem(
                     412, f"If-Match {if_match} does not match {rtype}/{rid} ({current})", code="conflict"
                 )
@@ -359,10 +445,15 @@ class FhirStore:
                 "use POST (with If-None-Exist)",
                 code="not-supported",
             )
-        if live and content_of(body) == content_of(row[2]):  # type: ignore[index,arg-type]
-            return Written(200, row[2], changed=False)  # type: ignore[index,arg-type]
+        if (
+            row is not None
+            and row.resource is not None
+            and live
+            and content_of(body) == content_of(row.resource)
+        ):
+            return Written(200, row.resource, changed=False)
         validate_resource(body, rtype)
-        version = row[0] + 1 if row is not None else 1
+        version = row.version + 1 if row is not None else 1
         return Written(200 if live else 201, self._store(rtype, rid, body, version), changed=True)
 
     def conditional_update_in_tx(self, rtype: str, query_string: str, body: Any) -> Written:
@@ -392,18 +483,13 @@ class FhirStore:
         row = self._row(rtype, rid)
         if self._rows is not None:
             self._rows.pop((rtype, rid), None)
-        if row is None or row[1]:
+        if row is None or row.deleted:
             return  # deleting what is not there succeeds (idempotent)
-        version, stamp = row[0] + 1, now_instant()
+        self._supersede(row.n)
         self._conn.execute(
-            "UPDATE resources SET version = ?, last_updated = ?, deleted = 1, json = NULL WHERE type = ? AND id = ?",
-            (version, stamp, rtype, rid),
+            "UPDATE resources SET version = ?, last_updated = ?, deleted = 1, json = NULL WHERE n = ?",
+            (row.version + 1, now_instant(), row.n),
         )
-        self._conn.execute(
-            "INSERT INTO history (type, id, version, last_updated, deleted, json) VALUES (?,?,?,?,1,NULL)",
-            (rtype, rid, version, stamp),
-        )
-        self._reindex(rtype, rid, None)
 
     # ------------------------------------------------------------------ single-operation wrappers
 

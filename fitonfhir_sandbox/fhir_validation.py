@@ -126,26 +126,47 @@ _SEARCHED = tuple(p for p in _PATTERNS if p.pattern not in _fullmatch_only())
 
 # Faster forms of a few patterns' answers, each equal by the rules of regular expressions (tested on a
 # corpus against the patterns themselves): they are what a unique string (an id, an identifier value) costs.
-# ``(\S|\s)*`` is every string, so both of its answers are always true; a top-level ``A|B`` matches where
-# ``A`` or ``B`` does, and searching ``^[0]`` apart lets the engine skip ahead for the other branch.
+# ``(\S|\s)*`` is every string, so both of its answers are always true. A top-level ``A|B`` matches where
+# ``A`` or ``B`` does; ``^[0]`` is searched as a prefix, and a search for ``[-+]?[1-9][0-9]*$`` (the sign is
+# optional, so it never decides) finds a match exactly when the digits that end the string (or end it
+# before a final newline, where ``$`` also matches) hold one that is not 0: a scan from the end in C, where
+# the engine tries every position of the string. The base64 pattern, on a string without whitespace,
+# matches (both ways, being anchored) exactly when its length is a non-zero multiple of 4 and every character
+# is of its alphabet; a string with whitespace is left to the pattern.
 _EVERY_STRING = frozenset({r"\s*(\S|\s)*"})
-_BRANCHES = {
-    r"^[0]|([1-9][0-9]*)$": (r"^[0]", r"([1-9][0-9]*)$"),
-    r"^[0]|[-+]?[1-9][0-9]*$": (r"^[0]", r"[-+]?[1-9][0-9]*$"),
+_ZERO_OR_NUMBER = {
+    r"^[0]|([1-9][0-9]*)$": re.compile(r"[0]|[1-9][0-9]*"),
+    r"^[0]|[-+]?[1-9][0-9]*$": re.compile(r"[0]|[-+]?[1-9][0-9]*"),
 }
+_BASE64 = r"^(\s*([0-9a-zA-Z+=]){4}\s*)+$"
+_BASE64_ALPHABET = re.compile(r"[0-9a-zA-Z+=]+")
+_WHITESPACE = re.compile(r"\s")
 _Answer = Callable[[str], object]
+_ASCII_DIGITS = "0123456789"
+
+
+def _ends_in_a_number(value: str) -> bool:
+    """Whether ``[1-9][0-9]*$`` has a match in ``value``."""
+    ends = (value, value[:-1]) if value.endswith("\n") else (value,)
+    return any(head[len(head.rstrip(_ASCII_DIGITS)) :].strip("0") for head in ends)
 
 
 def _answers(pattern: re.Pattern[str]) -> tuple[_Answer, _Answer]:
     """(fullmatch, search) of ``pattern`` as functions of the string; truthy when it matches."""
     if pattern.pattern in _EVERY_STRING:
         return (lambda _value: True), (lambda _value: True)
-    if pattern.pattern in _BRANCHES:
-        first, second = (re.compile(p) for p in _BRANCHES[pattern.pattern])
-        return (
-            lambda value: first.fullmatch(value) or second.fullmatch(value),
-            lambda value: first.search(value) or second.search(value),
+    if pattern.pattern in _ZERO_OR_NUMBER:
+        return _ZERO_OR_NUMBER[pattern.pattern].fullmatch, (
+            lambda value: value.startswith("0") or _ends_in_a_number(value)
         )
+    if pattern.pattern == _BASE64:
+
+        def base64(value: str) -> object:
+            if _WHITESPACE.search(value):
+                return pattern.search(value)  # the same as its fullmatch here
+            return len(value) % 4 == 0 and _BASE64_ALPHABET.fullmatch(value)
+
+        return base64, base64
     return pattern.fullmatch, pattern.search
 
 
