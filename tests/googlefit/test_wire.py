@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 
 import orjson
 import pytest
@@ -195,7 +194,7 @@ def test_identity_ignores_key_order_of_values_but_not_the_values():
     assert reading_identity(a) != reading_identity(c)
 
 
-def test_a_50k_point_day_parses_well_under_a_second():
+def test_a_50k_point_day_of_50_pages_is_assigned_whole_and_in_order():
     """50 pages of 1000 heart-rate points, as the API pages a busy day: parse, convert, assign to the day."""
     day_start = 1_736_899_200_000_000_000  # 2025-01-15T00:00Z
     bodies = []
@@ -220,14 +219,9 @@ def test_a_50k_point_day_parses_well_under_a_second():
         ]
         return assign_to_day(pages, day_start, day_start + 86_400 * 10**9 - 1)
 
-    timings = []
-    for _ in range(2):  # best of two: the test machine is shared
-        began = time.perf_counter()
-        pages = fetch_like_the_client()
-        timings.append(time.perf_counter() - began)
+    pages = fetch_like_the_client()  # its speed is measured by bench/device_messages.py, not timed here
     assert sum(len(p.points) for p in pages) == 50_000
     assert pages[-1].points[-1]["startTimeNanos"] == day_start + 49_999 * 1_000_000_000
-    assert min(timings) < 0.6, f"a 50k-point day took {min(timings):.3f} s"
 
 
 def test_paused_gc_restores_the_collector_and_nests():
