@@ -145,19 +145,29 @@ class FhirStore:
         self._next_n: int | None = None  # the row number of the next new resource (inside ``transaction``)
 
     def _open_schema(self, db_path: Path) -> None:
-        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"The sandbox FHIR database {db_path} has layout {version}, newer than this version's "
-                f"{SCHEMA_VERSION}; use the version that wrote it, or another sandbox home"
-            )
-        if version == SCHEMA_VERSION:
-            return
-        first_layout = self._conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tokens'"
-        ).fetchone()
-        script = _SET_FIRST_LAYOUT_ASIDE + _SCHEMA + _COPY_FIRST_LAYOUT if first_layout else _SCHEMA
-        self._conn.executescript(f"BEGIN IMMEDIATE;{script}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+        """Create the layout, or convert one of the first layout; the version is read inside the write
+        transaction, so two processes opening one database convert it once."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"The sandbox FHIR database {db_path} has layout {version}, newer than this version's "
+                    f"{SCHEMA_VERSION}; use the version that wrote it, or another sandbox home"
+                )
+            if version < SCHEMA_VERSION:
+                first_layout = self._conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tokens'"
+                ).fetchone()
+                script = _SET_FIRST_LAYOUT_ASIDE + _SCHEMA + _COPY_FIRST_LAYOUT if first_layout else _SCHEMA
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

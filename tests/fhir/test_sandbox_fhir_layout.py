@@ -159,6 +159,8 @@ def test_a_database_of_the_first_layout_opens_with_every_version_and_search(tmp_
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("SELECT COUNT(*) FROM history WHERE id = 'o1'").fetchone()[0] == 2  # versions 1 and 2
+    # opened again, it is not converted twice
+    assert FhirStore(path).read("Observation", "o1")["meta"]["versionId"] == "3"
 
 
 def test_a_database_of_a_newer_layout_is_refused_with_its_path(tmp_path):
