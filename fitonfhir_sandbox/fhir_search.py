@@ -261,6 +261,7 @@ def build_query(params: list[tuple[str, str]]) -> SearchQuery:
     where, args, kept = ["r.type = ?", "r.deleted = 0"], [], []
     count, offset, total, summary_count = DEFAULT_COUNT, 0, True, False
     order = "r.last_updated, r.id"
+    indexed = False  # a token, reference or date clause: matches come from the index
     for name, raw in params:
         if name in ("_format", "_pretty"):
             continue
@@ -289,14 +290,17 @@ def build_query(params: list[tuple[str, str]]) -> SearchQuery:
             clause, extra = _token_clause(name, raw)
             where.append(clause)
             args.extend(extra)
+            indexed = True
         elif name in REFERENCE_PARAMS:
             clause, extra = _reference_clause(name, raw)
             where.append(clause)
             args.extend(extra)
+            indexed = True
         elif name in DATE_PARAMS:
             clause, extra = _date_clause(name, raw)
             where.append(clause)
             args.extend(extra)
+            indexed = True
         else:
             raise FhirProblem(
                 400,
@@ -305,7 +309,7 @@ def build_query(params: list[tuple[str, str]]) -> SearchQuery:
                 expression=[name],
             )
         kept.append((name, raw))
-    if any(clause.startswith("r.n IN (SELECT") for clause in where):
+    if indexed:
         # Found through the index's subqueries: read the matches by row number. Without the ``+``, SQLite
         # would walk every resource of the type to test each against the subqueries' list.
         where[0] = "+r.type = ?"

@@ -389,16 +389,17 @@ class FhirStore:
 
     # ------------------------------------------------------------------ writes (call inside transaction)
 
-    def _store(self, rtype: str, rid: str, resource: dict[str, Any], version: int) -> dict[str, Any]:
+    def _store(self, rtype: str, rid: str, resource: dict[str, Any], current: _Row | None) -> dict[str, Any]:
+        """Buffer the next version of ``rtype/rid``; ``current`` is its row, as the caller read it."""
         if self._rows is None:  # outside a transaction (not used by the HTTP app): write through
             with self.transaction():
-                return self._store(rtype, rid, resource, version)
+                return self._store(rtype, rid, resource, current)
+        version = current.version + 1 if current is not None else 1
         stamp = now_instant()
         meta = dict(resource.get("meta") or {})
         meta["versionId"] = str(version)
         meta["lastUpdated"] = stamp
         stored = {**resource, "id": rid, "meta": meta}
-        current = self._row(rtype, rid)
         if current is None:
             if self._next_n is None:
                 self._next_n = int(
@@ -425,8 +426,9 @@ class FhirStore:
             if found:
                 return Written(200, found[0], changed=False)
         rid = new_id or str(uuid.uuid4())
+        current = self._row(rtype, rid) if new_id else None  # a Bundle's resolved id may name a stored row
         return Written(
-            201, self._store(rtype, rid, {k: v for k, v in body.items() if k != "id"}, 1), changed=True
+            201, self._store(rtype, rid, {k: v for k, v in body.items() if k != "id"}, current), changed=True
         )
 
     def update_in_tx(self, rtype: str, rid: str, body: Any, if_match: str | None = None) -> Written:
@@ -463,8 +465,7 @@ class FhirStore:
         ):
             return Written(200, row.resource, changed=False)
         validate_resource(body, rtype)
-        version = row.version + 1 if row is not None else 1
-        return Written(200 if live else 201, self._store(rtype, rid, body, version), changed=True)
+        return Written(200 if live else 201, self._store(rtype, rid, body, row), changed=True)
 
     def conditional_update_in_tx(self, rtype: str, query_string: str, body: Any) -> Written:
         validate_resource(body, rtype)

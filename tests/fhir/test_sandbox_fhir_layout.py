@@ -170,3 +170,24 @@ def test_a_database_of_a_newer_layout_is_refused_with_its_path(tmp_path):
     conn.close()
     with pytest.raises(RuntimeError, match=rf"{path}.*newer"):
         FhirStore(path)
+
+
+def test_a_conversion_that_fails_leaves_the_first_layout_as_it_was(tmp_path):
+    path = tmp_path / "fhir.db"
+    _first_layout_database(path)
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "DROP TABLE dates; CREATE TABLE dates (type TEXT, id TEXT);"
+    )  # damaged: no date columns
+    conn.close()
+    with pytest.raises(sqlite3.OperationalError):
+        FhirStore(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM tokens").fetchone()[0] == 4  # untouched, nothing half-converted
+    assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {
+        "resources",
+        "history",
+        "tokens",
+        "dates",
+    }
