@@ -39,7 +39,8 @@ def _dagster_home(option: Path | None, settings: Settings) -> Path:
 def erase(key: str, dagster_home: Path | None, yes: bool) -> None:
     """Erase user KEY: their Observations (and Devices/Patient in identity mode create) on the FHIR server,
     their archive objects and dead letters, their refresh token and their Dagster partition; the users row
-    stays, marked `erased`. Refused while a run of the user is queued or running."""
+    stays, marked `erased`. Refused while a run of the user is queued or running, or an import keeps the
+    user's import lease past FITONFHIR_USER_LEASE_WAIT_SECONDS."""
     import dagster as dg
 
     from ..defs.erasure import erase as erase_user

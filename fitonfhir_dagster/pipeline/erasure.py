@@ -8,8 +8,12 @@ state ``erased`` (so the automation never imports them again and the key is not 
 Patient id included, so a later re-onboarding of the same account is recognised. The Patient onboarding
 ensured in identity mode ``patient`` belongs to the EHR and stays.
 
-Order: mark ``erased`` first (no new runs are requested for the user from then on), then delete; every step
-is idempotent, so an interrupted erasure is finished by running it again. The caller (the CLI or the
+Order: take the user's import lease (``pipeline.leases``, the one every import holds while it works on a
+user), so an import that no Dagster run tag reveals (a run started before the check, a script) has finished
+its days and a new one waits; then mark ``erased`` (no new runs are requested, and an import that waited for
+the lease finds the user not importable), then delete, then give the lease up. A lease that stays another's
+for ``FITONFHIR_USER_LEASE_WAIT_SECONDS`` refuses the erasure before anything changed. Every step is
+idempotent, so an interrupted erasure is finished by running it again. The caller (the CLI or the
 ``erase_user`` job) refuses first while a run of the user is in flight and removes the Dagster partition.
 No Dagster here.
 """
@@ -17,6 +21,8 @@ No Dagster here.
 from __future__ import annotations
 
 import logging
+import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,6 +33,7 @@ from ..fhir.fhir_client import FhirClient
 from ..medtech.identity import IOMT_SYSTEM, hashed_id
 from ..stores.keys import check_user_key
 from ..stores.users import User, UserState, utc_now_iso
+from .leases import ImportLeases
 from .step_stores import StepStores
 
 log = logging.getLogger("fitonfhir.audit")
@@ -109,9 +116,39 @@ def mark_erased(stores: StepStores, user_key: str) -> User:
 
 
 def erase_user_data(
-    stores: StepStores, fhir: FhirClient, user_key: str, before_delete: Callable[[], None] | None = None
+    stores: StepStores,
+    fhir: FhirClient,
+    user_key: str,
+    before_delete: Callable[[], None] | None = None,
+    owner: str | None = None,
 ) -> ErasureSummary:
-    """Mark the user erased, call ``before_delete`` (the caller's last in-flight check), delete, audit."""
+    """Under the user's import lease (held as ``owner``): mark the user erased, call ``before_delete`` (the
+    caller's last in-flight check), delete. The caller writes the audit line."""
+    if stores.users.get(check_user_key(user_key)) is None:
+        raise ErasureError(f"no user with key {user_key!r}")
+    leases = ImportLeases(
+        stores.users,
+        owner or f"erasure-{uuid.uuid4()}",
+        ttl_seconds=stores.settings.user_lease_ttl_seconds,
+        wait_seconds=stores.settings.user_lease_wait_seconds,
+    )
+    holder = leases.acquire(user_key, threading.Event())
+    if holder is not None:
+        raise ErasureError(
+            f"refusing to erase {user_key}: run {holder} kept its import lease for"
+            f" {leases.wait_seconds} s (FITONFHIR_USER_LEASE_WAIT_SECONDS); nothing was changed, run the"
+            " erasure again once it has finished"
+        )
+    try:
+        with leases.heartbeat():  # a user with years of Observations takes longer than one TTL
+            return _erase_held(stores, fhir, user_key, before_delete)
+    finally:
+        leases.release(user_key)
+
+
+def _erase_held(
+    stores: StepStores, fhir: FhirClient, user_key: str, before_delete: Callable[[], None] | None
+) -> ErasureSummary:
     user = mark_erased(stores, user_key)
     if before_delete is not None:
         before_delete()

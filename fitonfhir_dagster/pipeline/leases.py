@@ -13,6 +13,9 @@ A lease lives ``FITONFHIR_USER_LEASE_TTL_SECONDS``. It is renewed after each use
 every quarter of the TTL (a slow day or a long window fetch keeps it), so only a killed run's lease expires;
 the next run then takes it over. A run that finds its lease taken over (it could not renew for a whole TTL)
 stops that user with :class:`LeaseLost`.
+
+An erasure (``pipeline.erasure``) holds the same lease while it deletes, so no import writes a user's days
+while they are being erased.
 """
 
 from __future__ import annotations

@@ -8,9 +8,11 @@ vault, the users table and the instance.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -156,22 +158,78 @@ def test_bad_input_gets_a_clear_error(imported) -> None:
     assert imported.users.get(imported.keys[1]).state == UserState.ACTIVE
 
 
-def test_the_erase_user_job_erases_like_the_cli(imported, monkeypatch) -> None:
+def test_erase_refuses_while_an_import_holds_the_users_lease_and_changes_nothing(imported) -> None:
+    # an import no run tag reveals (a script, a run started before the check) holds the user's lease
+    _, kept = imported.keys
+    patient = imported.users.get(kept).patient_id
+    before, names = _observations(imported.fhir, patient), imported.archive_names(kept)
+    assert imported.users.claim_import(kept, "run-elsewhere", 600)
+    try:
+        env = {**imported.env, "FITONFHIR_USER_LEASE_WAIT_SECONDS": "1"}
+        done = _cli(env, "users", "erase", kept, "--yes")
+        assert done.returncode == 1
+        assert "refusing to erase" in done.stderr and "run-elsewhere" in done.stderr
+        assert "FITONFHIR_USER_LEASE_WAIT_SECONDS" in done.stderr
+        assert imported.users.get(kept).state == UserState.ACTIVE
+        assert _observations(imported.fhir, patient) == before
+        assert imported.archive_names(kept) == names
+        assert open_vault(imported.settings).get(kept) is not None
+        assert imported.users.import_holder(kept) == "run-elsewhere"
+    finally:
+        imported.users.release_import(kept, "run-elsewhere")
+
+
+def test_the_erase_user_job_waits_for_the_import_holding_the_lease_then_erases_like_the_cli(
+    imported, monkeypatch
+) -> None:
     _, key = imported.keys
     patient = imported.users.get(key).patient_id
-    assert _observations(imported.fhir, patient) > 0
+    before = _observations(imported.fhir, patient)
+    assert before > 0
     for name, value in imported.env.items():
         if name.startswith("FITONFHIR_"):
             monkeypatch.setenv(name, value)
     from fitonfhir_dagster.definitions import defs
 
     job = defs().resolve_job_def("erase_user")
-    with imported.instance() as instance:
-        result = job.execute_in_process(
-            instance=instance, run_config={"ops": {"erase_user_data": {"config": {"user_key": key}}}}
-        )
-        assert result.success
-        assert not instance.has_dynamic_partition("users", key)
+    # An import holds the user's lease. Once the erasure says it waits for that run, the test looks
+    # (nothing may have changed yet) and the import gives the lease up.
+    assert imported.users.claim_import(key, "run-importing", 600)
+    waiting = threading.Event()
+
+    class WaitSeen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "run-importing" in record.getMessage() and "waits up to" in record.getMessage():
+                waiting.set()
+
+    while_held: dict[str, object] = {}
+
+    def the_import_finishes() -> None:
+        while_held["erasure waited"] = waiting.wait(120)
+        while_held["state"] = imported.users.get(key).state
+        while_held["observations"] = _observations(imported.fhir, patient)
+        imported.users.release_import(key, "run-importing")
+
+    leases_log = logging.getLogger("fitonfhir_dagster.pipeline.leases")
+    seen, level = WaitSeen(), leases_log.level
+    leases_log.addHandler(seen)
+    leases_log.setLevel(logging.INFO)
+    importer = threading.Thread(target=the_import_finishes)
+    importer.start()
+    try:
+        with imported.instance() as instance:
+            result = job.execute_in_process(
+                instance=instance, run_config={"ops": {"erase_user_data": {"config": {"user_key": key}}}}
+            )
+            assert result.success
+            assert not instance.has_dynamic_partition("users", key)
+    finally:
+        waiting.set()
+        importer.join()
+        leases_log.removeHandler(seen)
+        leases_log.setLevel(level)
+    assert while_held == {"erasure waited": True, "state": UserState.ACTIVE, "observations": before}
+    assert imported.users.import_holder(key) is None  # the erasure gave its lease up
     assert _observations(imported.fhir, patient) == 0
     assert imported.users.get(key).state == UserState.ERASED
     assert imported.archive_names(key) == []
