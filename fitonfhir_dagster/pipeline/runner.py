@@ -122,7 +122,7 @@ def iter_user_days(
 
     def work(user_key: str, days: list[str]) -> None:
         try:
-            job.run_user(user_key, days, shared, done.put, stop)
+            job.run_user(_UserRun(user_key, days, shared, done.put, stop))
         finally:
             done.put(None)  # this user is finished
 
@@ -172,6 +172,19 @@ def _fail_days(
 
 
 @dataclass
+class _UserRun:
+    """One user's part of a run: their days, the project limiter, where outcomes go, the run's stop, and
+    ``lost``, set by a day task that found the user's lease taken (then the fetch stops)."""
+
+    user_key: str
+    days: list[str]
+    project: Limiter
+    emit: Callable[[UserDayOutcome], None]
+    stop: threading.Event
+    lost: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
 class _UserJob:
     stores: StepStores
     steps: tuple[str, ...]
@@ -183,32 +196,28 @@ class _UserJob:
     day_pool: ThreadPoolExecutor  # each fetched day's later steps, for all users
     devices: DevicesWritten = field(default_factory=DevicesWritten)
 
-    def run_user(
-        self,
-        user_key: str,
-        days: list[str],
-        project: Limiter,
-        emit: Callable[[UserDayOutcome], None],
-        stop: threading.Event,
-    ) -> None:
+    def run_user(self, run: _UserRun) -> None:
         """The user's days under the user's import lease (claimed first, released last)."""
+        user_key = run.user_key
         try:
-            holder = self.leases.acquire(user_key, stop)
+            holder = self.leases.acquire(user_key, run.stop)
         except Exception as exc:  # the users table failed: this user only, and retryable
             message = f"import lease: {type(exc).__name__}: {exc}"
-            _fail_days(emit, user_key, days, lambda d: TransientUserDayError(user_key, d, message), exc)
+            _fail_days(
+                run.emit, user_key, run.days, lambda d: TransientUserDayError(user_key, d, message), exc
+            )
             return
         if holder is not None:
-            if stop.is_set():
+            if run.stop.is_set():
                 return
             message = (
                 f"user {user_key} is being imported by run {holder}; gave up waiting for it after"
                 f" {self.leases.wait_seconds} s (FITONFHIR_USER_LEASE_WAIT_SECONDS), retry later"
             )
-            _fail_days(emit, user_key, days, lambda d: UserBusy(user_key, d, message))
+            _fail_days(run.emit, user_key, run.days, lambda d: UserBusy(user_key, d, message))
             return
         try:
-            self._run_days(user_key, days, project, emit, stop)
+            self._run_days(run)
         finally:
             self.leases.release(user_key)
 
@@ -225,91 +234,73 @@ class _UserJob:
                 f" {self.leases.ttl_seconds} s) and run {holder} took it over; its remaining days are left to it",
             )
 
-    def _run_days(
-        self,
-        user_key: str,
-        days: list[str],
-        project: Limiter,
-        emit: Callable[[UserDayOutcome], None],
-        stop: threading.Event,
-    ) -> None:
+    def _run_days(self, run: _UserRun) -> None:
         """Fetch the user's window and hand each archived day to the day pool; return when all are done."""
-        lost = threading.Event()  # set by a day task that found the lease taken: fetch no more
         submitted: list[Future[None]] = []
 
         def hand_over(outcome: UserDayOutcome) -> None:
-            submitted.append(self.day_pool.submit(self._day_task, outcome, emit, stop, lost))
+            submitted.append(self.day_pool.submit(self._day_task, outcome, run))
 
         try:
             if FIT_DATASETS not in self.steps:
-                for day in days:
-                    hand_over(UserDayOutcome(day, user_key))
+                for day in run.days:
+                    hand_over(UserDayOutcome(day, run.user_key))
                 return
-            self._fetch_days(user_key, days, project, emit, stop, lost, hand_over)
+            self._fetch_days(run, hand_over)
         finally:
             wait(submitted)
 
-    def _fetch_days(
-        self,
-        user_key: str,
-        days: list[str],
-        project: Limiter,
-        emit: Callable[[UserDayOutcome], None],
-        stop: threading.Event,
-        lost: threading.Event,
-        hand_over: Callable[[UserDayOutcome], None],
-    ) -> None:
-        pending = set(days)
+    def _fetch_days(self, run: _UserRun, hand_over: Callable[[UserDayOutcome], None]) -> None:
+        user_key = run.user_key
+        pending = set(run.days)
         own = RequestLimiter(self.stores.settings.max_requests_per_minute)
-        fetched = iter_user_window(self.stores, user_key, days, limiter=ChainedLimiter(own, project))
+        fetched = iter_user_window(self.stores, user_key, run.days, limiter=ChainedLimiter(own, run.project))
         try:
             for day, summary in fetched:
                 pending.discard(day)
                 hand_over(UserDayOutcome(day, user_key, {FIT_DATASETS: summary}))
-                if stop.is_set():
+                if run.stop.is_set():
                     return
                 # A run of the fetch alone renews here; otherwise each day's task renews before it writes,
                 # and one that found the lease taken stops the fetch (the message names the new holder).
-                if pending and (self.steps == (FIT_DATASETS,) or lost.is_set()):
+                if pending and (self.steps == (FIT_DATASETS,) or run.lost.is_set()):
                     try:
                         self._still_ours(user_key, day)
                     except LeaseLost as err:
-                        _fail_days(emit, user_key, sorted(pending), err.for_day)
+                        _fail_days(run.emit, user_key, sorted(pending), err.for_day)
                         return
         except UserDayError as err:
-            _fail_days(emit, user_key, sorted(pending), err.for_day)
+            _fail_days(run.emit, user_key, sorted(pending), err.for_day)
         except Exception as exc:  # an SDK or storage failure of one user must not lose the others
             message = f"{FIT_DATASETS}: {type(exc).__name__}: {exc}"
             _fail_days(
-                emit, user_key, sorted(pending), lambda d: TransientUserDayError(user_key, d, message), exc
+                run.emit,
+                user_key,
+                sorted(pending),
+                lambda d: TransientUserDayError(user_key, d, message),
+                exc,
             )
         finally:
             fetched.close()
 
-    def _day_task(
-        self,
-        outcome: UserDayOutcome,
-        emit: Callable[[UserDayOutcome], None],
-        stop: threading.Event,
-        lost: threading.Event,
-    ) -> None:
+    def _day_task(self, outcome: UserDayOutcome, run: _UserRun) -> None:
         """One fetched user-day through the later steps, unless the run stopped before they started (then only
         the fetch is reported and the retry does the rest) or the user's lease was taken over."""
         if self.steps == (FIT_DATASETS,):
-            emit(outcome)
+            run.emit(outcome)
             return
-        if stop.is_set():
+        if run.stop.is_set():
             if outcome.summaries:
-                emit(outcome)
+                run.emit(outcome)
             return
         try:
             self._still_ours(outcome.user_key, outcome.day)  # a failing users table is no lost lease
         except LeaseLost as err:
-            lost.set()
+            run.lost.set()
             outcome.error = err.for_day(outcome.day)
-            emit(outcome)
+            run.emit(outcome)
             return
-        emit(self._after_fetch(outcome))
+        run.emit(self._after_fetch(outcome))
 
     def _after_fetch(self, outcome: UserDayOutcome) -> UserDayOutcome:
         day, user_key = outcome.day, outcome.user_key
