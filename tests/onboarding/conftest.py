@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -109,12 +109,12 @@ class RunningApp:
     settings: Settings
     users: SqliteUsersTable
     vault: LocalTokenVault
-    client: httpx.Client
+    client: httpx2.Client
 
-    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+    def get(self, path: str, **kwargs: Any) -> httpx2.Response:
         return self.client.get(self.url + path, **kwargs)
 
-    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+    def post(self, path: str, **kwargs: Any) -> httpx2.Response:
         return self.client.post(self.url + path, **kwargs)
 
 
@@ -131,7 +131,7 @@ class AppStarter:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._stack: list[tuple[Any, httpx.Client]] = []
+        self._stack: list[tuple[Any, httpx2.Client]] = []
 
     def __call__(self, fhir: Any = None, users: Any = None, vault: Any = None, **env: str) -> RunningApp:
         sock = bind_socket()
@@ -143,7 +143,7 @@ class AppStarter:
         app = create_app(settings, users=users, vault=vault, fhir=fhir if fhir is not None else NoFhir())
         ctx = serve_in_background(app, sock)
         ctx.__enter__()
-        client = httpx.Client(timeout=30, follow_redirects=False)
+        client = httpx2.Client(timeout=30, follow_redirects=False)
         self._stack.append((ctx, client))
         return RunningApp(url, settings, users, vault, client)
 

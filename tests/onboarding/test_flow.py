@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
-import httpx
+import httpx2
 import pytest
 
 from fitonfhir_dagster.fhir.fhir_client import FhirClient
@@ -62,7 +62,7 @@ def patients_of(sandbox, external_id):
 
 
 def refresh(sandbox, token):
-    return httpx.post(
+    return httpx2.post(
         sandbox.url + "/token",
         data={
             "grant_type": "refresh_token",
@@ -247,7 +247,9 @@ def test_a_failed_revoke_redirects_back_with_the_error_and_the_security_headers(
 def test_a_token_already_revoked_at_google_still_revokes_here(app, sandbox):
     query = back(consent(app, sandbox, "flow-9"))
     [user] = app.users.list()
-    httpx.post(sandbox.url + "/revoke", data={"token": app.vault.get(user.key)})  # revoked at Google directly
+    httpx2.post(
+        sandbox.url + "/revoke", data={"token": app.vault.get(user.key)}
+    )  # revoked at Google directly
     response = app.post(
         "/api/googlefit/revoke",
         data={"external_system": SYSTEM, "external_id": "flow-9", "revoke_token": query["revoke_token"]},

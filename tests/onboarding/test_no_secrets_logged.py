@@ -1,4 +1,4 @@
-"""With every relevant logger at DEBUG (ours, uvicorn incl. its access log, httpx/httpcore, requests,
+"""With every relevant logger at DEBUG (ours, uvicorn incl. its access log, httpx2/httpcore2, requests,
 urllib3), a full onboarding, failures and a revocation never log a token, code or secret."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ LOGGERS = (
     "uvicorn",
     "uvicorn.error",
     "uvicorn.access",
-    "httpx",
-    "httpcore",
+    "httpx2",
+    "httpcore2",
     "requests",
     "urllib3",
     "fitonfhir",

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-import httpx
+import httpx2
 import pytest
 
 from fitonfhir_dagster.settings import ConfigError, Settings
@@ -87,14 +87,14 @@ def test_serve_answers_on_the_given_port(tmp_path):
         deadline = time.monotonic() + 20
         while True:
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                response = httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
                 break
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 assert process.poll() is None, process.stdout.read().decode()
                 assert time.monotonic() < deadline, "the server did not come up"
                 time.sleep(0.1)
         assert response.json() == {"status": "ok"}
-        landing = httpx.get(f"http://127.0.0.1:{port}/")
+        landing = httpx2.get(f"http://127.0.0.1:{port}/")
         assert f'value="http://127.0.0.1:{port}/done"' in landing.text
         assert (tmp_path / "onboarding" / "state.key").exists()
     finally:
