@@ -7,7 +7,9 @@ without one the erasure cannot check for runs in flight and is refused.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -63,6 +65,12 @@ def erase(key: str, dagster_home: Path | None, yes: bool) -> None:
             f"Erase every Observation, archive object and the token of {key}? This cannot be undone",
             abort=True,
         )
+    # a wait for an import's lease can last FITONFHIR_USER_LEASE_WAIT_SECONDS: say whom it waits for
+    waiting = logging.StreamHandler(sys.stderr)
+    waiting.setFormatter(logging.Formatter("%(message)s"))
+    leases_log = logging.getLogger("fitonfhir_dagster.pipeline.leases")
+    leases_log.addHandler(waiting)
+    leases_log.setLevel(logging.INFO)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         try:
             summary = erase_user(instance, stores, FhirClient.from_settings(settings), key)

@@ -168,7 +168,10 @@ def test_erase_refuses_while_an_import_holds_the_users_lease_and_changes_nothing
         env = {**imported.env, "FITONFHIR_USER_LEASE_WAIT_SECONDS": "1"}
         done = _cli(env, "users", "erase", kept, "--yes")
         assert done.returncode == 1
-        assert "refusing to erase" in done.stderr and "run-elsewhere" in done.stderr
+        assert (
+            f"user {kept} is being imported by run run-elsewhere" in done.stderr
+        )  # it said whom it waited for
+        assert "refusing to erase" in done.stderr and "kept its import lease" in done.stderr
         assert "FITONFHIR_USER_LEASE_WAIT_SECONDS" in done.stderr
         assert imported.users.get(kept).state == UserState.ACTIVE
         assert _observations(imported.fhir, patient) == before
