@@ -12,8 +12,10 @@ import pytest
 from fitonfhir_dagster.fhir.fhir_client import FhirClient
 from fitonfhir_dagster.fitmapping.template_generation import generate_templates
 from fitonfhir_dagster.googlefit.catalog import sample_data_sources
+from fitonfhir_dagster.pipeline.erasure import erase_user_data
 from fitonfhir_dagster.pipeline.leases import ImportLeases, LeaseLost, UserBusy
 from fitonfhir_dagster.pipeline.runner import STEPS, iter_user_days
+from fitonfhir_dagster.pipeline.step_errors import UserNotImportable
 from fitonfhir_dagster.pipeline.step_stores import StepStores
 from fitonfhir_dagster.settings import Settings
 from fitonfhir_dagster.stores.archive import LocalArchive
@@ -267,3 +269,39 @@ def test_a_users_table_failing_the_renewals_does_not_stop_the_user_and_each_day_
     assert _created(outcomes) == len(_observations(sandbox)) > 0
     renewals = [r for r in caplog.records if "could not renew the import lease" in r.getMessage()]
     assert len(renewals) >= len(DAYS)  # one before each day's write, each logged
+
+
+def test_an_import_that_waited_for_an_erasure_finds_the_user_erased_and_writes_nothing(
+    tmp_path, sandbox, caplog
+):
+    home = tmp_path / "home"
+    stores = _stores(home, sandbox, FITONFHIR_USER_LEASE_WAIT_SECONDS="120")
+    user = _onboard(stores, sandbox, "erased@example.com")
+    assert _created(_import(stores, sandbox, [(DAYS[0], user.key)], "run-first")) > 0
+    # slow deletions: the erasure holds the user's lease for a while
+    sandbox.add_fault(path=r"/fhir/?$", method="POST", delay=1.0, count=None)
+    erased: list = []
+    erasure = threading.Thread(
+        target=lambda: erased.append(
+            erase_user_data(_stores(home, sandbox), FhirClient(sandbox.fhir_url), user.key)
+        )
+    )
+    erasure.start()
+    deadline = time.monotonic() + 60
+    while not (stores.users.import_holder(user.key) or "").startswith("erasure-"):
+        assert time.monotonic() < deadline, "the erasure never took the user's import lease"
+        time.sleep(0.02)
+    caplog.set_level(logging.INFO, logger="fitonfhir_dagster.pipeline.leases")
+
+    outcomes = _import(stores, sandbox, [(day, user.key) for day in DAYS], "run-after")
+
+    erasure.join(timeout=120)
+    sandbox.clear_faults()
+    assert erased and erased[0].observations > 0
+    assert any(f"{WAITING} erasure-" in r.getMessage() for r in caplog.records)  # it waited for the erasure
+    assert sorted(o.day for o in outcomes) == DAYS
+    for outcome in outcomes:
+        assert isinstance(outcome.error, UserNotImportable) and "user is erased" in str(outcome.error)
+    assert _observations(sandbox) == []
+    assert [n for n in stores.archive.list() if f"user={user.key}" in n] == []
+    assert stores.users.import_holder(user.key) is None
