@@ -69,13 +69,17 @@ def erase(key: str, dagster_home: Path | None, yes: bool) -> None:
     waiting = logging.StreamHandler(sys.stderr)
     waiting.setFormatter(logging.Formatter("%(message)s"))
     leases_log = logging.getLogger("fitonfhir_dagster.pipeline.leases")
+    level = leases_log.level
     leases_log.addHandler(waiting)
     leases_log.setLevel(logging.INFO)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        try:
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
             summary = erase_user(instance, stores, FhirClient.from_settings(settings), key)
-        except ErasureError as exc:
-            raise click.ClickException(str(exc)) from exc
+    except ErasureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        leases_log.removeHandler(waiting)
+        leases_log.setLevel(level)
     click.echo(
         f"erased {key}: {summary.observations} Observations, {summary.devices} Devices, {summary.patients} "
         f"Patients, {summary.archive_objects} archive objects ({summary.dead_letter_objects} dead letters), "
