@@ -168,9 +168,8 @@ def test_erase_refuses_while_an_import_holds_the_users_lease_and_changes_nothing
         env = {**imported.env, "FITONFHIR_USER_LEASE_WAIT_SECONDS": "1"}
         done = _cli(env, "users", "erase", kept, "--yes")
         assert done.returncode == 1
-        assert (
-            f"user {kept} is being imported by run run-elsewhere" in done.stderr
-        )  # it said whom it waited for
+        # it said whom it waited for, then why it gave up
+        assert f"user {kept} is being imported by run run-elsewhere" in done.stderr
         assert "refusing to erase" in done.stderr and "kept its import lease" in done.stderr
         assert "FITONFHIR_USER_LEASE_WAIT_SECONDS" in done.stderr
         assert imported.users.get(kept).state == UserState.ACTIVE
@@ -198,7 +197,7 @@ def test_the_erase_user_job_waits_for_the_import_holding_the_lease_then_erases_l
     # An import holds the user's lease. Once the erasure says it waits for that run, the test looks
     # (nothing may have changed yet) and the import gives the lease up.
     assert imported.users.claim_import(key, "run-importing", 600)
-    waiting = threading.Event()
+    waiting, job_done = threading.Event(), threading.Event()
 
     class WaitSeen(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -208,7 +207,9 @@ def test_the_erase_user_job_waits_for_the_import_holding_the_lease_then_erases_l
     while_held: dict[str, object] = {}
 
     def the_import_finishes() -> None:
-        while_held["erasure waited"] = waiting.wait(120)
+        while not (waiting.wait(0.05) or job_done.is_set()):
+            pass
+        while_held["erasure waited"] = waiting.is_set()
         while_held["state"] = imported.users.get(key).state
         while_held["observations"] = _observations(imported.fhir, patient)
         imported.users.release_import(key, "run-importing")
@@ -227,7 +228,7 @@ def test_the_erase_user_job_waits_for_the_import_holding_the_lease_then_erases_l
             assert result.success
             assert not instance.has_dynamic_partition("users", key)
     finally:
-        waiting.set()
+        job_done.set()
         importer.join()
         leases_log.removeHandler(seen)
         leases_log.setLevel(level)
