@@ -102,8 +102,9 @@ class _Row:
     resource: dict[str, Any] | None
 
     @property
-    def live(self) -> bool:
-        return not self.deleted and self.resource is not None
+    def current(self) -> dict[str, Any] | None:
+        """The live version; None when the resource is deleted."""
+        return None if self.deleted else self.resource
 
 
 @dataclass(frozen=True)
@@ -289,9 +290,9 @@ class FhirStore:
             row = self._row(rtype, rid)
         if row is None:
             raise FhirProblem(404, f"{rtype}/{rid} not found", code="not-found")
-        if row.resource is None or not row.live:
+        if row.current is None:
             raise FhirProblem(410, f"{rtype}/{rid} was deleted", code="deleted")
-        return row.resource
+        return row.current
 
     def read_entries(self, rtype: str, ids: list[str]) -> list[dict[str, Any]]:
         """batch-response entries for ``GET rtype/id`` of each id, read with one query per 500 ids."""
@@ -442,30 +443,26 @@ class FhirStore:
                 expression=[f"{rtype}.id"],
             )
         row = self._row(rtype, rid)
-        live = row is not None and row.live
+        stored = row.current if row is not None else None
+        live_version = row.version if row is not None and stored is not None else None
         if if_match is not None:
             expected = parse_if_match(if_match)
-            if row is None or not live or str(row.version) != expected:
-                current = f'W/"{row.version}"' if row is not None and live else "no current version"
+            if live_version is None or str(live_version) != expected:
+                current = f'W/"{live_version}"' if live_version is not None else "no current version"
                 raise FhirProblem(
                     412, f"If-Match {if_match} does not match {rtype}/{rid} ({current})", code="conflict"
                 )
-        if not live and not self.update_create:
+        if stored is None and not self.update_create:
             raise FhirProblem(
                 405,
                 f"{rtype}/{rid} does not exist and this server does not allow client-assigned ids; "
                 "use POST (with If-None-Exist)",
                 code="not-supported",
             )
-        if (
-            row is not None
-            and row.resource is not None
-            and live
-            and content_of(body) == content_of(row.resource)
-        ):
-            return Written(200, row.resource, changed=False)
+        if stored is not None and content_of(body) == content_of(stored):
+            return Written(200, stored, changed=False)
         validate_resource(body, rtype)
-        return Written(200 if live else 201, self._store(rtype, rid, body, row), changed=True)
+        return Written(200 if stored is not None else 201, self._store(rtype, rid, body, row), changed=True)
 
     def conditional_update_in_tx(self, rtype: str, query_string: str, body: Any) -> Written:
         validate_resource(body, rtype)

@@ -86,8 +86,6 @@ def erase(
     """Refuse while a run of the user is in flight, erase under the user's import lease (held as this run,
     re-checking once no new run can be requested), remove the user's partition, write the audit line."""
     check_user_key(user_key)
-    if stores.users.get(user_key) is None:
-        raise ErasureError(f"no user with key {user_key!r}")
     refuse_if_in_flight(instance, user_key, exclude)
     summary = erase_user_data(
         stores, fhir, user_key, lambda: refuse_if_in_flight(instance, user_key, exclude), owner=exclude
